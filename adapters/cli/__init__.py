@@ -1,0 +1,1 @@
+"""The `natrium` command line."""

@@ -1,0 +1,1 @@
+"""Dapr's HTTP API v1.0 on top of the bus."""

@@ -1,0 +1,264 @@
+"""Service invocation over the bus: the caller's `invoke()` and the callee's `InvocationServer`.
+
+One HTTP call is one NATS request (see schemas/invoke.py): no sidecar hop, and the app's replicas
+share calls through a queue group. A call that no replica receives ("no responders") is retried
+three times a second apart, daprd's built-in retry for transport failures; anything else follows
+the app's Resiliency policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+from adapters.resiliency import AppPolicy
+from kernel.errors import Codes, NatriumError
+from kernel.subjects import Subjects
+from kernel.tracing import extract, fail, inject, span
+from schemas.invoke import CALLER, HOP_BY_HOP, PATH, QUERY, STATUS, VERB
+
+__all__ = ["InvocationServer", "InvokeRequest", "InvokeResponse", "invoke", "to_body", "to_response"]
+
+log = logging.getLogger("natrium.invoke")
+BUILT_IN_RETRIES = 3
+BUILT_IN_RETRY_WAIT = 1.0
+
+
+@dataclass
+class InvokeRequest:
+    app_id: str
+    method: str
+    """The path the callee sees, starting with '/'."""
+    verb: str = "POST"
+    query: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    caller: str | None = None
+
+
+@dataclass
+class InvokeResponse:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @property
+    def failed(self) -> bool:
+        """A failure for retries and breakers (the answer is still returned as it is)."""
+        return not 200 <= self.status <= 399
+
+
+def forwardable(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers that describe the call, joined into one value each (NATS headers are single-valued)."""
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        if key.lower() in HOP_BY_HOP or key.startswith("Natrium-") or key.startswith("Nats-"):
+            continue
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+async def invoke(
+    nc: Client,
+    subjects: Subjects,
+    request: InvokeRequest,
+    *,
+    timeout: float = 60.0,
+    policy: AppPolicy | None = None,
+) -> InvokeResponse:
+    """Call `request.app_id`; raises NatriumError(ERR_DIRECT_INVOKE) when no answer comes back."""
+    subject = subjects.invoke(request.app_id, request.method)
+    headers = forwardable(request.headers)
+    headers[VERB] = request.verb.upper()
+    headers[PATH] = request.method
+    if request.query:
+        headers[QUERY] = request.query
+    if request.caller:
+        headers[CALLER] = request.caller
+
+    async def attempt(limit: float | None) -> InvokeResponse:
+        return await _one_call(nc, subject, request, headers, limit or timeout)
+
+    if policy is None:
+        return await attempt(None)
+    return await policy.call(attempt, lambda response: response.failed)
+
+
+async def _one_call(
+    nc: Client, subject: str, request: InvokeRequest, headers: dict[str, str], timeout: float
+) -> InvokeResponse:
+    attributes = partial(_attributes, subject, "invoke", request.caller, request.app_id)
+    with span(f"invoke {request.app_id}{request.method}", None, trace.SpanKind.CLIENT, attributes) as active:
+        inject(headers)
+        for attempt in range(BUILT_IN_RETRIES + 1):
+            try:
+                msg = await nc.request(subject, request.body, timeout=timeout, headers=headers)
+                break
+            except nats.errors.NoRespondersError:
+                if attempt == BUILT_IN_RETRIES:
+                    raise NatriumError(
+                        Codes.DIRECT_INVOKE,
+                        f"failed to invoke, id: {request.app_id}, err: no instance of the app is running "
+                        f"(no responders on {subject})",
+                        status=500,
+                        retryable=True,
+                    ) from None
+                await asyncio.sleep(BUILT_IN_RETRY_WAIT)
+            except (nats.errors.TimeoutError, TimeoutError):
+                raise NatriumError(
+                    Codes.DIRECT_INVOKE,
+                    f"failed to invoke, id: {request.app_id}, err: no answer within {timeout:g}s",
+                    status=500,
+                    retryable=True,
+                ) from None
+            except nats.errors.MaxPayloadError:
+                raise NatriumError(
+                    Codes.DIRECT_INVOKE, f"failed to invoke, id: {request.app_id}, err: body over the bus limit"
+                ) from None
+        reply_headers = dict(msg.headers or {})
+        if ERROR_CODE_HEADER in reply_headers:
+            try:
+                body = json.loads(msg.data)
+            except ValueError:
+                body = None
+            raise NatriumError.from_body(
+                int(reply_headers[ERROR_CODE_HEADER]), body, reply_headers.get(ERROR_HEADER, "")
+            )
+        response = InvokeResponse(int(reply_headers.pop(STATUS, "200")), reply_headers, msg.data)
+        _answered(active, response)
+        return response
+
+
+def _attributes(subject: str, operation: str, app_id: str | None, target: str) -> dict[str, AttributeValue]:
+    """Span attributes of a call to `target` on the bus, made or served as `app_id`."""
+    attributes: dict[str, AttributeValue] = {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation": operation,
+        "natrium.block": "invoke",
+        "natrium.target_app_id": target,
+    }
+    if app_id:
+        attributes["natrium.app_id"] = app_id
+    return attributes
+
+
+def _answered(active: trace.Span, response: InvokeResponse) -> None:
+    if active.is_recording():
+        active.set_attribute("http.response.status_code", response.status)
+        if response.failed:
+            fail(active, f"HTTP {response.status}")
+
+
+def to_body(data: Any) -> tuple[bytes, str | None]:
+    """(body, content type) for a call's data: bytes as they are, text as text, the rest as JSON."""
+    if data is None:
+        return b"", None
+    if isinstance(data, bytes):
+        return data, "application/octet-stream"
+    if isinstance(data, str):
+        return data.encode(), "text/plain; charset=utf-8"
+    return json.dumps(data, separators=(",", ":")).encode(), "application/json"
+
+
+def to_response(result: Any) -> InvokeResponse:
+    """What a Python method handler returned, as the HTTP answer daprd would relay."""
+    if isinstance(result, InvokeResponse):
+        return result
+    body, content_type = to_body(result)
+    return InvokeResponse(200, {"Content-Type": content_type} if content_type else {}, body)
+
+
+Handler = Callable[[InvokeRequest], Awaitable[InvokeResponse]]
+
+
+class InvocationServer:
+    """Receives an app's calls from the bus (queue group per app id) and answers with `handler`."""
+
+    def __init__(
+        self, nc: Client, subjects: Subjects, app_id: str, handler: Handler, max_concurrency: int = 256
+    ) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.app_id = app_id
+        self.handler = handler
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        subject, queue = self.subjects.invoke_listen(self.app_id)
+        self._sub = await self.nc.subscribe(subject, queue=queue, cb=self._dispatch)
+        await self.nc.flush()
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking calls, let the ones in flight answer."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+
+    async def _dispatch(self, msg: Msg) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _serve(self, msg: Msg) -> None:
+        headers = dict(msg.headers or {})
+        request = InvokeRequest(
+            app_id=self.app_id,
+            method=headers.pop(PATH, "/"),
+            verb=headers.pop(VERB, "POST"),
+            query=headers.pop(QUERY, ""),
+            caller=headers.get(CALLER),
+            headers=headers,
+            body=msg.data,
+        )
+        attributes = partial(_attributes, msg.subject, "serve", self.app_id, self.app_id)
+        with span(f"serve {request.method}", extract(headers), trace.SpanKind.SERVER, attributes) as active:
+            try:
+                response = await self.handler(request)
+                _answered(active, response)
+                reply_headers = forwardable(response.headers)
+                reply_headers[STATUS] = str(response.status)
+                await self._reply(msg, response.body, reply_headers)
+            except NatriumError as exc:
+                fail(active, exc.code)
+                await self._reply(msg, json.dumps(exc.to_body()).encode(), _error_headers(exc))
+            except Exception as exc:  # the call fails, the app keeps serving
+                log.exception("invocation handler failed", extra={"method": request.method})
+                error = NatriumError(Codes.DIRECT_INVOKE, f"failed to invoke, id: {self.app_id}, err: {exc}")
+                fail(active, error.code)
+                await self._reply(msg, json.dumps(error.to_body()).encode(), _error_headers(error))
+
+    async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
+        if not msg.reply:
+            return
+        try:
+            await self.nc.publish(msg.reply, body, headers=headers)
+        except Exception as exc:
+            log.warning("could not reply to an invocation: %s", exc)
+
+
+def _error_headers(error: NatriumError) -> dict[str, str]:
+    return {ERROR_CODE_HEADER: str(error.status), ERROR_HEADER: error.message.replace("\n", " ")[:512]}

@@ -1,0 +1,1 @@
+"""Pydantic models of every bus request and reply; `natrium schemas export` writes JSON Schema."""

@@ -1,0 +1,5 @@
+"""The state building block on JetStream KV."""
+
+from services.state.service import StateService
+
+__all__ = ["StateService"]
