@@ -44,6 +44,7 @@ from opentelemetry.util.types import AttributeValue
 
 from kernel.client import BusClient
 from kernel.cloudevents import CLOUDEVENTS_JSON, RAW_PAYLOAD_HEADER, data_of
+from kernel.heartbeat import working_on
 from kernel.jetstream import publish
 from kernel.metrics import METRICS
 from kernel.subjects import Subjects
@@ -245,7 +246,9 @@ class Subscription:
         with span(f"deliver {self.topic}", parent, trace.SpanKind.CONSUMER, attributes) as active:
             if not await self._deliverable(msg, event):
                 return
-            status, why = await self._call(event)
+            assert self.plan is not None
+            async with working_on([msg], self.plan.ack_wait):
+                status, why = await self._call(event)
             if active.is_recording():
                 active.set_attribute("natrium.delivery_status", status.value)
                 if status is not Status.SUCCESS:
@@ -273,7 +276,9 @@ class Subscription:
         parent = extract(_trace_carrier(ready[0][0], events[0]))
         attributes = partial(self._attributes, ready[0][0], events[0])
         with span(f"deliver-bulk {self.topic}", parent, trace.SpanKind.CONSUMER, attributes) as active:
-            statuses = await self._call_bulk(events)
+            assert self.plan is not None
+            async with working_on([msg for msg, _ in ready], self.plan.ack_wait):
+                statuses = await self._call_bulk(events)
             if active.is_recording():
                 active.set_attribute("messaging.batch.message_count", len(events))
         for (msg, event), status in zip(ready, statuses, strict=True):

@@ -69,6 +69,8 @@ class SubscribeBindingReply(_Model):
     subject: str
     backoff: list[float] = Field(default_factory=lambda: [1.0])
     """Seconds before redelivering an event the app refused, by delivery number (last repeats)."""
+    ack_wait: float = Field(default=60.0, alias="ackWait")
+    """Seconds the server waits for an ack; an app channel still delivering says "in progress" within it."""
 
 
 class InputBindingsRequest(_Model):

@@ -110,3 +110,6 @@ class SubscribeReply(_Model):
     backoff: list[float]
     """Seconds to wait before each redelivery after a RETRY; the last one repeats."""
     dead_letter_subject: str | None = Field(default=None, alias="deadLetterSubject")
+    ack_wait: float = Field(default=30.0, alias="ackWait")
+    """Seconds the server waits for an ack before redelivering; a subscriber still working on an
+    event says "in progress" well within it."""

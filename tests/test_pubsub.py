@@ -155,6 +155,36 @@ async def test_handler_timeout_is_a_retry(pubsub: PubsubRuntime) -> None:
     await wait_until(redelivered)
 
 
+async def test_a_handler_slower_than_ack_wait_keeps_its_event_and_runs_once(pubsub: PubsubRuntime) -> None:
+    """ackWait is 2 s in the fixture: without "in progress" beats the server would redeliver the
+    event to the second replica while the first still works on it."""
+    deliveries: list[int] = []
+    done = asyncio.Event()
+
+    async def slow(event: Event) -> Status:
+        deliveries.append(event.delivery)
+        await asyncio.sleep(5)
+        done.set()
+        return Status.SUCCESS
+
+    for _ in range(2):
+        await pubsub.sdk("slowpoke").subscribe(pubsub.name, "long", slow, handler_timeout=10)
+    await pubsub.client.publish(pubsub.name, "long", 1)
+    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.sleep(2.5)  # past another ackWait: an unacked event would come back now
+    assert deliveries == [1]
+
+
+async def test_groups_whose_names_differ_only_around_underscores_stay_apart(pubsub: PubsubRuntime) -> None:
+    left, right = Inbox(), Inbox()
+    await pubsub.sdk("a_").subscribe(pubsub.name, "b", left)
+    await pubsub.sdk("a").subscribe(pubsub.name, "_b", right)
+    await pubsub.client.publish(pubsub.name, "b", "for a_")
+    await pubsub.client.publish(pubsub.name, "_b", "for a")
+    assert [e.data for e in await left.wait(1)] == ["for a_"]
+    assert [e.data for e in await right.wait(1)] == ["for a"]
+
+
 async def test_same_cloudevent_id_twice_is_stored_and_delivered_once(pubsub: PubsubRuntime) -> None:
     inbox = Inbox()
     await pubsub.sdk("app").subscribe(pubsub.name, "dup", inbox)
@@ -316,6 +346,11 @@ async def test_http_bulk_publish(pubsub: PubsubRuntime, http_pubsub) -> None:  #
         ("/v1.0/publish/{ps}/t?metadata.ttlInSeconds=-3", {}, b"x", 400, "ERR_PUBSUB_REQUEST_METADATA"),
         ("/v1.0/publish/{ps}/t", {"Content-Type": "application/cloudevents+json"}, b"{", 400, "ERR_PUBSUB_EVENTS_SER"),
         ("/v1.0-alpha1/publish/bulk/{ps}/t", {}, b"{}", 400, "ERR_MALFORMED_REQUEST"),
+        ("/v1.0/publish/{ps}", {}, b"x", 404, "ERR_TOPIC_NAME_EMPTY"),
+        ("/v1.0/publish/{ps}/", {}, b"x", 404, "ERR_TOPIC_NAME_EMPTY"),
+        ("/v1.0/publish//t", {}, b"x", 404, "ERR_PUBSUB_EMPTY"),
+        ("/v1.0-alpha1/publish/bulk//t", {}, b"[]", 404, "ERR_PUBSUB_EMPTY"),
+        ("/v1.0-alpha1/publish/bulk/{ps}", {}, b"[]", 404, "ERR_TOPIC_NAME_EMPTY"),
     ],
 )
 async def test_http_publish_errors(  # type: ignore[no-untyped-def]

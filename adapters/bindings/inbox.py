@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from kernel.client import BusClient
+from kernel.heartbeat import working_on
 from kernel.subjects import Subjects
 from schemas.bindings import EVENT_METADATA_HEADER, SubscribeBindingReply, SubscribeBindingRequest
 
@@ -102,7 +103,7 @@ class InputSubscription:
         assert self.plan is not None
         event = _event(self.binding, msg)
         try:
-            async with asyncio.timeout(self.handler_timeout):
+            async with working_on([msg], self.plan.ack_wait), asyncio.timeout(self.handler_timeout):
                 accepted = await self.handler(event) is not False
         except Exception as exc:
             log.warning("input event not accepted: %s", exc or type(exc).__name__, extra={"binding": self.binding})

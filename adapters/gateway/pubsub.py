@@ -65,10 +65,24 @@ async def bulk_publish(request: web.Request) -> web.Response:
     )
 
 
+async def empty_name(request: web.Request) -> web.Response:
+    """A path without a pubsub name or a topic: Dapr's 404s, not "no such route"."""
+    pubsub = request.match_info.get("pubsub", "")
+    if not pubsub:
+        raise NatriumError(Codes.PUBSUB_EMPTY, "pubsub name is empty", status=404)
+    raise NatriumError(Codes.TOPIC_NAME_EMPTY, f"topic is empty in pubsub {pubsub}", status=404)
+
+
 def routes() -> list[web.RouteDef]:
-    publish_paths = ["/v1.0/publish/{pubsub}/{topic:.+}"]
-    bulk_paths = ["/v1.0-alpha1/publish/bulk/{pubsub}/{topic:.+}", "/v1.0/publish/bulk/{pubsub}/{topic:.+}"]
+    methods = ("POST", "PUT")
+    publish_paths = ["/v1.0/publish"]
+    bulk_paths = ["/v1.0-alpha1/publish/bulk", "/v1.0/publish/bulk"]
+    real = [(p, bulk_publish) for p in bulk_paths] + [(p, publish) for p in publish_paths]
+    # After the real routes, so `/v1.0/publish/bulk/x` stays topic x of a pubsub named bulk.
+    empty = [f"{p}/{{pubsub}}" for p in ("/v1.0-alpha1/publish/bulk", "/v1.0/publish")]
+    empty += [f"{p}/{{pubsub}}/" for p in ("/v1.0-alpha1/publish/bulk", "/v1.0/publish")]
+    empty += [f"{p}/{{rest:/.*}}" for p in ("/v1.0-alpha1/publish/bulk", "/v1.0/publish")]
     return [
-        *(web.route(m, p, bulk_publish) for p in bulk_paths for m in ("POST", "PUT")),
-        *(web.route(m, p, publish) for p in publish_paths for m in ("POST", "PUT")),
+        *(web.route(m, f"{p}/{{pubsub}}/{{topic:.+}}", handler) for p, handler in real for m in methods),
+        *(web.route(m, path, empty_name) for path in empty for m in methods),
     ]

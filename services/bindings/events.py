@@ -134,7 +134,9 @@ class BindingEvents:
             max_ack_pending=self.component.meta_int("maxAckPending", 1000),
         )
         await self.js.add_consumer(self.name, config)
-        return SubscribeBindingReply(stream=self.name, consumer=durable, subject=self.subject, backoff=self.backoff)
+        return SubscribeBindingReply(
+            stream=self.name, consumer=durable, subject=self.subject, backoff=self.backoff, ack_wait=self.ack_wait
+        )
 
     async def has_consumers(self) -> bool:
         try:

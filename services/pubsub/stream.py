@@ -87,8 +87,11 @@ class EventStream:
         return int(ack["seq"]), bool(ack.get("duplicate"))
 
     def group_name(self, app_id: str, topic: str) -> str:
-        """The durable consumer of a consumer group: one per (app id, topic) on this stream."""
-        return f"{encode_token(app_id)}__{encode_token(topic)}"
+        """The durable consumer of a consumer group: one per (app id, topic) on this stream.
+
+        '==' never occurs inside an encoded token (escapes are '=' and two hex digits), so the
+        pair is unambiguous, unlike '_' which tokens keep as is."""
+        return f"{encode_token(app_id)}=={encode_token(topic)}"
 
     async def subscribe(self, app_id: str, topic: str, dead_letter_topic: str | None) -> SubscribeReply:
         """Create or update the group's durable consumer and tell the subscriber how to consume it."""
@@ -115,4 +118,5 @@ class EventStream:
             max_deliver=self.max_deliver,
             backoff=self.backoff,
             dead_letter_subject=dlq,
+            ack_wait=self.ack_wait,
         )
