@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import nats.errors
+from multidict import CIMultiDict
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,9 +33,20 @@ from kernel.subjects import Subjects
 from kernel.tracing import extract, fail, inject, span
 from schemas.invoke import CALLER, HOP_BY_HOP, PATH, QUERY, STATUS, VERB
 
-__all__ = ["InvocationServer", "InvokeRequest", "InvokeResponse", "invoke", "to_body", "to_response"]
+__all__ = [
+    "InvocationServer",
+    "InvokeRequest",
+    "InvokeResponse",
+    "forwardable",
+    "http_headers",
+    "invoke",
+    "to_body",
+    "to_response",
+]
 
 log = logging.getLogger("natrium.invoke")
+SET_COOKIE = "Set-Cookie"
+_NUMBERED_COOKIE = re.compile(r"set-cookie\.\d+", re.IGNORECASE)
 BUILT_IN_RETRIES = 3
 BUILT_IN_RETRY_WAIT = 1.0
 
@@ -63,12 +76,33 @@ class InvokeResponse:
 
 
 def forwardable(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers that describe the call, joined into one value each (NATS headers are single-valued)."""
+    """Headers that describe the call, one value each, as NATS headers are in nats-py.
+
+    `headers` may be a multidict (aiohttp's): repeated fields are joined with ", " as HTTP allows,
+    except Set-Cookie, which cannot be joined and travels as Set-Cookie, Set-Cookie.2, ..."""
     out: dict[str, str] = {}
+    spelled: dict[str, str] = {}  # lower-case name -> the key it was first seen as
+    cookies = 0
     for key, value in headers.items():
-        if key.lower() in HOP_BY_HOP or key.startswith("Natrium-") or key.startswith("Nats-"):
+        low = key.lower()
+        if low in HOP_BY_HOP or low.startswith(("natrium-", "nats-")):
             continue
-        out[key] = f"{out[key]}, {value}" if key in out else value
+        if low == "set-cookie":
+            cookies += 1
+            out[key if cookies == 1 else f"{SET_COOKIE}.{cookies}"] = value
+        elif low in spelled:
+            out[spelled[low]] = f"{out[spelled[low]]}, {value}"
+        else:
+            spelled[low] = key
+            out[key] = value
+    return out
+
+
+def http_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Bus headers back to HTTP: the numbered Set-Cookie fields become repeated ones again."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        out.add(SET_COOKIE if _NUMBERED_COOKIE.fullmatch(key) else key, value)
     return out
 
 
@@ -82,7 +116,8 @@ async def invoke(
 ) -> InvokeResponse:
     """Call `request.app_id`; raises NatriumError(ERR_DIRECT_INVOKE) when no answer comes back."""
     subject = subjects.invoke(request.app_id, request.method)
-    headers = forwardable(request.headers)
+    # Only the runtime says who calls: a caller's own dapr-caller-app-id would be a forged identity.
+    headers = {k: v for k, v in forwardable(request.headers).items() if k.lower() != CALLER}
     headers[VERB] = request.verb.upper()
     headers[PATH] = request.method
     if request.query:

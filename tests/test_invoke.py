@@ -108,6 +108,18 @@ async def test_apps_call_each_other_through_their_local_dapr_api(apps: Any) -> N
     assert status == 200 and body["caller"] == "checkout" and body["body"] == "book"
 
 
+async def test_repeated_headers_and_cookies_survive_the_bus(apps: Any) -> None:
+    orders = await apps("orders", "orders")
+    checkout = await apps("checkout", "checkout")
+    url = f"{checkout.api}/v1.0/invoke/orders/method/headers"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers=[("x-multi", "one"), ("x-multi", "two")]) as r:
+            assert r.status == 200
+            assert (await r.json())["multi"] == ["one, two"]  # joined, as HTTP allows for list fields
+            assert r.headers.getall("Set-Cookie") == ["a=1; Path=/", "b=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT"]
+    assert orders.dapr_port
+
+
 async def test_status_and_body_pass_through_and_errors_are_distinct(apps: Any) -> None:
     orders = await apps("orders", "orders")
     status, body, _ = await http("GET", f"{orders.api}/v1.0/invoke/orders/method/status/418")
@@ -262,6 +274,16 @@ async def test_python_sdk_methods_on_the_bus(nc: Client, subjects: Any) -> None:
         assert reply.status == 200 and json.loads(reply.body) == {"sum": 5, "caller": "py-caller"}
         async with client.session.post(client.url("/v1.0/invoke/calc/method/add"), json={"a": 1, "b": 1}) as r:
             assert r.status == 200 and await r.json() == {"sum": 2, "caller": "web"}
+        # A caller cannot claim an identity: a gateway of no app (shared) names no caller at all.
+        shared, shared_runner = await open_gateway(nc, subjects, GatewayConfig(http_port=free_port()))
+        try:
+            url = shared.url("/v1.0/invoke/calc/method/add")
+            forged = {"dapr-caller-app-id": "admin"}
+            async with shared.session.post(url, json={"a": 1, "b": 1}, headers=forged) as r:
+                assert r.status == 200 and await r.json() == {"sum": 2, "caller": None}
+        finally:
+            await shared.session.close()
+            await shared_runner.cleanup()
         missing = await caller.invoke("calc", "nope")
         assert missing.status == 404
     finally:

@@ -22,7 +22,7 @@ import aiohttp
 from yarl import URL
 
 from adapters.delivery import Event, Retry, Status
-from adapters.invocation import InvokeRequest, InvokeResponse
+from adapters.invocation import InvokeRequest, InvokeResponse, forwardable
 from adapters.subscriptions import SubscriptionSpec
 from kernel.errors import Codes, NatriumError
 from kernel.tracing import inject
@@ -84,8 +84,7 @@ class HttpApp:
         try:
             async with self.session.request(request.verb, url, data=request.body, headers=headers) as response:
                 body = await response.read()
-                reply_headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-                return InvokeResponse(response.status, reply_headers, body)
+                return InvokeResponse(response.status, forwardable(response.headers), body)
         except aiohttp.ClientError as exc:
             raise NatriumError(
                 Codes.DIRECT_INVOKE, f"failed to invoke, id: {self.app_id}, err: the app is not reachable: {exc}"

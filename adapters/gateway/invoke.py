@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from adapters.gateway.context import gateway_of
-from adapters.invocation import InvokeRequest, invoke
+from adapters.invocation import InvokeRequest, forwardable, http_headers, invoke
 from kernel.errors import Codes, NatriumError
 
 __all__ = ["routes", "fallthrough_routes"]
@@ -23,13 +23,13 @@ async def _call(request: web.Request, app_id: str, method: str) -> web.Response:
         method="/" + method.lstrip("/"),
         verb=request.method,
         query=request.query_string,
-        headers=dict(request.headers),
+        headers=forwardable(request.headers),
         body=await request.read(),
         caller=gateway.config.app_id,
     )
     policy = gateway.resiliency.for_app(app_id)
     response = await invoke(gateway.nc, gateway.subjects, call, timeout=gateway.config.invoke_timeout, policy=policy)
-    return web.Response(status=response.status, body=response.body, headers=response.headers)
+    return web.Response(status=response.status, body=response.body, headers=http_headers(response.headers))
 
 
 async def invoke_route(request: web.Request) -> web.Response:

@@ -77,6 +77,14 @@ async def received_events(request: web.Request) -> web.Response:
     return web.json_response([{"id": e["id"], "data": e.get("data"), "ct": e.get("datacontenttype")} for e in received])
 
 
+async def headers(request: web.Request) -> web.Response:
+    """Echoes a repeated request header and answers with two cookies."""
+    response = web.json_response({"multi": request.headers.getall("x-multi", [])})
+    response.headers.add("Set-Cookie", "a=1; Path=/")
+    response.headers.add("Set-Cookie", "b=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT")
+    return response
+
+
 def main() -> None:
     app = web.Application()
     app.router.add_route("*", "/neworder", neworder)
@@ -84,6 +92,7 @@ def main() -> None:
     app.router.add_route("*", "/fail", fail)
     app.router.add_get("/fail-count", fail_count)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/headers", headers)
     app.router.add_get("/dapr/subscribe", subscribe)
     app.router.add_post("/events", events)
     app.router.add_get("/received", received_events)
