@@ -4,7 +4,8 @@ Subject: `<root>.invoke.<app-id>.<method>` (both encoded with `encode_token`), a
 group `<root>.invoke.<app-id>` so the replicas of an app share the calls.
 
 The request body is the HTTP body, unchanged; the HTTP headers travel as NATS headers (one value
-each: repeated headers are joined with ", "), plus:
+each: repeated headers are joined with ", ", except Set-Cookie, whose second and later values
+travel as `Set-Cookie.2`, `Set-Cookie.3` ...; a caller's own `dapr-caller-app-id` is dropped), plus:
 """
 
 from __future__ import annotations
