@@ -235,6 +235,27 @@ async def test_run_reports_an_app_that_never_opens_its_port(nats_server: Embedde
     assert proc.returncode == 1 and b"did not open port" in err and b"Traceback" not in err
 
 
+async def test_a_stop_while_the_app_starts_ends_the_run_at_once(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    app = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(60)"
+    args = [*NATRIUM, "run", "--app-id", "slowstart", "--app-port", str(free_port()), "--nats-url", nats_server.url]
+    args += ["--app-port-timeout", "60", "--", sys.executable, "-c", app]
+    proc = await asyncio.create_subprocess_exec(*args, cwd=REPO, env=subprocess_env(), stderr=asyncio.subprocess.PIPE)
+
+    async def app_started() -> bool:
+        return started.exists()
+
+    await wait_until(app_started, timeout=30)
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert loop.time() - asked < 10, "the run waited for --app-port-timeout"
+    assert proc.returncode == 128 + signal.SIGTERM and b"Traceback" not in err  # the app got SIGTERM
+
+
 async def test_run_exits_with_the_apps_exit_code(nats_server: EmbeddedNatsServer) -> None:
     args = [
         *NATRIUM,

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,19 +260,21 @@ async def run_app(config: RunConfig, stop: asyncio.Event) -> int:
     exited = asyncio.Event()
     watcher = asyncio.create_task(_watch(child, exited))
     try:
-        if config.app_port:
-            await channel.connect_app(exited)
+        started = not config.app_port or await _unless_stopped(channel.connect_app(exited), stop)
+        if started:
             gateway.actor_host = channel.actor_host
             gateway.subscriptions = channel.listed_subscriptions
-        click.echo(
-            f"app {config.app_id} is up: Dapr HTTP API on port {config.dapr_http_port}, "
-            f"gRPC API on port {config.dapr_grpc_port}, "
-            f"{len(channel.subscriptions)} subscription(s), pid {child.pid}",
-            err=True,
-        )
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
+            click.echo(
+                f"app {config.app_id} is up: Dapr HTTP API on port {config.dapr_http_port}, "
+                f"gRPC API on port {config.dapr_grpc_port}, "
+                f"{len(channel.subscriptions)} subscription(s), pid {child.pid}",
+                err=True,
+            )
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+        else:
+            log.info("stopped while the app was starting", extra={"app_id": config.app_id})
     finally:
         await channel.close()
         await _stop_child(child)
@@ -279,6 +282,27 @@ async def run_app(config: RunConfig, stop: asyncio.Event) -> int:
         await stop_grpc_server(grpc_server)
         await runner.cleanup()
         await close_gracefully(nc)
+    return _exit_code(config, child)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` unless `stop` comes first (then cancel it): a Ctrl-C while the app is still
+    starting stops the run at once, not after --app-port-timeout."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        task.result()  # its error, if it failed
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
+def _exit_code(config: RunConfig, child: asyncio.subprocess.Process) -> int:
+    """The exit code of a run: the app's (after it stopped)."""
     code = child.returncode if child.returncode is not None else 1
     if code < 0:  # killed by a signal: report it the way a shell does
         code = 128 - code
