@@ -113,6 +113,50 @@ async def test_rabbitmq_queue_events_reach_an_sdk_handler_and_are_acked_after_st
             await channel.queue_delete(queue)
 
 
+async def test_a_refused_source_event_is_kept_while_acked_ones_are_purged(nc: Client, subjects: Subjects) -> None:
+    """The source forgot the events once stored: the stream must keep a refused one for as long
+    as the app refuses it, and need not keep those the app took."""
+    require(RABBITMQ, "RabbitMQ")
+    queue = unique("natrium-test-")
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    metadata = {"queueName": queue, "direction": "input,output", "backOff": "100ms", "purgeInterval": "200ms"}
+    component = binding("rabbit", "rabbitmq", host=url, **metadata)
+    refused: list[int] = []
+
+    async def handler(event: BindingEvent) -> bool:
+        if event.data == b"never":
+            refused.append(event.delivery)
+            return False
+        return True
+
+    try:
+        async with bindings_service(nc, subjects, component) as runtime:
+            events = runtime.service.stores["rabbit"].events
+            assert events is not None and events.stream_config().max_age in (0, None)
+            sdk = SdkClient(nc, app_id="picky", subjects=subjects)
+            await sdk.subscribe_binding("rabbit", handler)
+            try:
+                for body in (b"one", b"never", b"three"):
+                    await sdk.invoke_binding("rabbit", "create", body)
+
+                async def the_acked_head_is_gone() -> bool:
+                    info = await nc.jetstream().stream_info(events.name, subjects_filter=events.subject)
+                    return len(refused) >= 3 and (info.state.subjects or {}).get(events.subject) == 2
+
+                # Purged up to the oldest unacked event: "one" goes, "never" and what follows stay.
+                await wait_until(the_acked_head_is_gone, timeout=20)
+                first = await nc.jetstream().get_msg(events.name, seq=1, subject=events.subject, next=True)
+                assert first.data == b"never"
+            finally:
+                for subscription in sdk._binding_inputs:
+                    await subscription.stop()
+    finally:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(queue)
+
+
 @pytest.mark.slow
 async def test_http_app_under_natrium_run_gets_events_it_listens_to_and_a_refused_one_again(
     nats_server: EmbeddedNatsServer, nc: Client, subjects: Subjects

@@ -4,7 +4,8 @@
   stream acknowledged the event, so from there on JetStream holds it.
 - Each app reads through its own durable consumer (one per app id, like a pub/sub consumer
   group) and acks only after the app accepted the event; a refusal is redelivered with back-off,
-  without a delivery limit: an input event is never given up.
+  without a delivery limit: an input event is never given up. It leaves the stream once every
+  consumer acked it (`forget_delivered`), not after an age, unless `maxAge` is set.
 - A cron binding keeps one message schedule on `<root>.bindings.<name>.schedule`; the server fires
   it into the events subject, once per tick whatever the number of service replicas.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -56,8 +58,11 @@ class BindingEvents:
         meta = component.meta
         is_cron = isinstance(driver, CronBinding)
         try:
-            # Ticks nobody took within an hour are worth nothing; a queue's events are kept a day.
-            self.max_age = parse_duration(meta("maxAge") or ("1h" if is_cron else "24h"))
+            # Ticks nobody took within an hour are worth nothing. A source's events were taken off
+            # their queue when stored: they stay until every app acked them (`forget_delivered`),
+            # however long an app refuses them, unless maxAge says otherwise.
+            self.max_age = parse_duration(meta("maxAge") or ("1h" if is_cron else "0"))
+            self.forget_every = parse_duration(meta("purgeInterval") or "30s")
             self.ack_wait = parse_duration(meta("ackWait") or "60s")
             self.backoff = [parse_duration(p) for p in (meta("backOff") or "1s,2s,5s,10s,30s").split(",")]
             # Sources replicas cannot share are read under a lease this long (see lease.py).
@@ -138,6 +143,19 @@ class BindingEvents:
             stream=self.name, consumer=durable, subject=self.subject, backoff=self.backoff, ack_wait=self.ack_wait
         )
 
+    async def forget_delivered(self) -> int:
+        """Remove the events every app's consumer has acknowledged; returns the sequence kept from.
+
+        What an interest-retention stream does, limited to the events subject: the lease and the
+        cron schedule on the same stream are no one's interest and must stay."""
+        consumers = await self.js.consumers_info(self.name)
+        if not consumers:
+            return 0
+        keep_from = min(c.ack_floor.stream_seq or 0 for c in consumers if c.ack_floor is not None) + 1
+        if keep_from > 1:
+            await self.js.purge_stream(self.name, seq=keep_from, subject=self.subject)
+        return keep_from
+
     async def has_consumers(self) -> bool:
         try:
             info = await self.js.stream_info(self.name)
@@ -155,6 +173,27 @@ async def supervise(name: str, driver: Driver, events: BindingEvents, stop: asyn
     if not driver.competing:
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         lease = ReaderLease(events.nc, events.name, events.lease_subject, holder, events.reader_lease_ttl)
+    janitor = asyncio.create_task(_forget_delivered(name, events, stop))
+    try:
+        await _read(name, driver, events, lease, stop)
+    finally:
+        janitor.cancel()
+
+
+async def _forget_delivered(name: str, events: BindingEvents, stop: asyncio.Event) -> None:
+    """Every `purgeInterval`, drop the events all apps acked (a failed round is tried next time)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), events.forget_every)
+        try:
+            await events.forget_delivered()
+        except Exception as exc:
+            log.warning("input binding %s: could not drop delivered events: %s", name, exc)
+
+
+async def _read(
+    name: str, driver: Driver, events: BindingEvents, lease: ReaderLease | None, stop: asyncio.Event
+) -> None:
     pause = 0.5
     while not stop.is_set():
         try:
