@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import functools
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import BadRequestError, ServerError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 from nats.js.manager import JetStreamManager
 
 from kernel.components import Component
@@ -21,7 +23,10 @@ from kernel.request import request
 
 __all__ = [
     "JetStreamRejected",
+    "StoredEntry",
+    "adopt_stream",
     "ensure_stream",
+    "last_by_subject",
     "kv_stream_config",
     "message_time",
     "publish",
@@ -100,6 +105,56 @@ async def ensure_stream(jsm: JetStreamManager, config: Any, attempts: int = 4) -
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.1 * 2**attempt)
+
+
+async def adopt_stream(js: JetStreamManager, config: Any) -> int:
+    """Create the stream when it is missing, else leave it as its owner made it; its replica count.
+
+    For the processes that share a stream another service owns (actor hosts, clients): updating
+    it to their own idea of its config would undo the owner's (replicas above all)."""
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await ensure_stream(js, config)
+        return int(config.num_replicas or 1)
+    return int(info.config.num_replicas or 1)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    seq: int
+    headers: dict[str, str]
+    data: bytes
+
+
+async def last_by_subject(
+    nc: Client, stream: str, subject: str, *, leader: bool, timeout: float = 5.0
+) -> StoredEntry | None:
+    """The last message of `subject`, None when there is none.
+
+    `leader` asks the stream leader (`STREAM.MSG.GET`), the only server sure to have the latest
+    write of a replicated stream; otherwise any server answers (`DIRECT.GET`), which is faster but
+    may trail a just-acknowledged write on a follower."""
+    if not leader:
+        reply = await nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=timeout)
+        headers = dict(reply.headers or {})
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status:
+            raise JetStreamRejected({"code": int(status), "description": headers.get("Description", "")})
+        return StoredEntry(int(headers["Nats-Sequence"]), headers, bytes(reply.data))
+    body = json.dumps({"last_by_subj": subject}).encode()
+    reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", body, timeout=timeout)
+    answer = json.loads(reply.data)
+    if "error" in answer:
+        if answer["error"].get("code") == 404:
+            return None
+        raise JetStreamRejected(answer["error"])
+    message = answer["message"]
+    raw_headers = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
+    headers = dict(line.split(": ", 1) for line in raw_headers.split("\r\n")[1:] if ": " in line)
+    return StoredEntry(int(message["seq"]), headers, base64.b64decode(message.get("data") or b""))
 
 
 def storage_of(component: Component) -> api.StorageType:

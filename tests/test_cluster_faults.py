@@ -1,11 +1,12 @@
 """Faults on a 3-node JetStream cluster: nothing acknowledged is lost.
 
 A real cluster (deploy/local-cluster's config, three nats-server processes on loopback), R3
-streams and buckets, two replicas of the state and pubsub services and two gateways as
-`natrium` subprocesses, and a steady bounded load of state saves (bus and HTTP), publishes with
-two consumer groups, and invocations. While it runs, first one nats-server is killed with
-SIGKILL and restarted on its store, then one replica of each service and one gateway are
-killed. Clients retry what their resiliency policy retries (timeouts, no responders, a refused
+streams and buckets, two replicas of the state, pubsub, workflow and actors services and two
+gateways as `natrium` subprocesses, and a steady bounded load of state saves (bus and HTTP),
+publishes with two consumer groups, invocations, actor turns that save state and a workflow.
+While it runs, first the nats-server leading the state stream is killed with SIGKILL and
+restarted on its store, then one replica of each service and one gateway are killed. Clients
+retry what their resiliency policy retries (timeouts, no responders, a refused
 connection); anything else fails the test. Afterwards every acknowledged state write reads back
 with its last value and every acknowledged publish reached each group. The counts are printed.
 """
@@ -30,8 +31,10 @@ import aiohttp
 import pytest
 from nats.aio.client import Client
 
+from adapters.actors.placement import actor_streams
 from adapters.delivery import Event
 from adapters.invocation import InvocationServer, InvokeRequest, InvokeResponse, invoke
+from adapters.sdk import Actor, App
 from adapters.sdk import Client as SdkClient
 from adapters.sdk.workflow import DaprWorkflowClient, WorkflowStatus
 from kernel.client import BusClient
@@ -102,6 +105,7 @@ class Tally:
     retried: Counter[str] = field(default_factory=Counter)
     last_value: dict[str, int] = field(default_factory=dict)
     published: set[int] = field(default_factory=set)
+    actor_value: dict[str, int] = field(default_factory=dict)
     delivered: dict[str, list[int]] = field(default_factory=lambda: {"g1": [], "g2": []})
 
 
@@ -124,6 +128,41 @@ async def with_retries(kind: str, tally: Tally, call: Any) -> Any:
         tally.retried[kind] += 1
         await asyncio.sleep(RETRY_PAUSE)
     raise AssertionError(f"{kind}: no success after {ATTEMPTS} attempts; last error: {last!r}")
+
+
+class Register(Actor):
+    """Keeps the last number it was given: a turn that saves state, idempotent under retries."""
+
+    async def put(self, n: int) -> int:
+        self.state.set("n", n)
+        return n
+
+
+def actor_errors_retryable(call: Any) -> Any:
+    """A turn whose state save met a leader election fails with an ERR_ACTOR_* code; a caller's
+    resiliency policy retries it like any other transient failure."""
+
+    async def retried() -> Any:
+        try:
+            return await call()
+        except NatriumError as exc:
+            if exc.code.startswith("ERR_ACTOR"):
+                raise NatriumError(exc.code, exc.message, retryable=True) from None
+            raise
+
+    return retried
+
+
+async def read_back_actors(bus: BusClient, subjects: Subjects, tally: Tally) -> dict[str, int]:
+    """Each actor's saved number, from the actors service (leader reads on R3)."""
+    get = subjects.block("actors", "Register", "state-get")
+
+    async def one(actor_id: str) -> tuple[str, int | None]:
+        reply = await with_retries("read-back", tally, lambda: bus.request(get, {"actorId": actor_id, "key": "n"}))
+        return actor_id, json.loads(reply["data"]) if reply.get("found") else None
+
+    pairs = await asyncio.gather(*map(one, sorted(tally.actor_value)))
+    return {actor_id: value for actor_id, value in pairs if value is not None}
 
 
 async def read_back(bus: BusClient, subjects: Subjects, tally: Tally) -> dict[str, int]:
@@ -154,6 +193,7 @@ class Processes:
             NATS_USER=self.cluster.user,
             NATS_PASSWORD=self.cluster.password,
             NATRIUM_LOG_LEVEL="warning",
+            NATRIUM_ACTORS_REPLICAS="3",
             **extra,
         )
 
@@ -174,6 +214,7 @@ class Processes:
             await self.start(f"state{i}", "service", "state")
             await self.start(f"pubsub{i}", "service", "pubsub")
             await self.start(f"workflow{i}", "service", "workflow")
+            await self.start(f"actors{i}", "service", "actors")
             port = free_port()
             self.gateway_ports.append(port)
             await self.start(f"gateway{i}", "gateway", "--http-port", str(port))
@@ -210,6 +251,9 @@ async def test_nothing_acknowledged_is_lost_when_servers_and_replicas_die(tmp_pa
             return InvokeResponse(200, {"content-type": "application/json"}, request.body)
 
         await InvocationServer(app_nc, subjects, "echo", echo).start()
+        actor_host = App("registers")
+        actor_host.register_actor(Register)
+        actor_caller = SdkClient(nc, app_id="caller", subjects=subjects)
         subscribers = SdkClient(app_nc, app_id="checker", subjects=subjects)
 
         def recorder(group: str) -> Any:
@@ -222,6 +266,7 @@ async def test_nothing_acknowledged_is_lost_when_servers_and_replicas_die(tmp_pa
             try:
                 await bus.request(subjects.block("state", "statestore", "get"), {"key": "probe"})
                 await bus.request(subjects.block("pubsub", "pubsub", "publish"), {"topic": "warmup", "data": 0})
+                await bus.request(subjects.block("actors", "Register", "state-get"), {"actorId": "p", "key": "n"})
                 for port in processes.gateway_ports:
                     async with session.get(f"http://127.0.0.1:{port}/v1.0/healthz") as resp:
                         if resp.status != 204:
@@ -231,6 +276,9 @@ async def test_nothing_acknowledged_is_lost_when_servers_and_replicas_die(tmp_pa
                 return False
 
         await wait_until(services_answer, timeout=60, interval=0.3)
+        await actor_host.start(client=SdkClient(app_nc, app_id="registers", subjects=subjects))
+        for stream in actor_streams(subjects):  # made by the actors service from NATRIUM_ACTORS_REPLICAS
+            assert (await nc.jetstream().stream_info(stream)).config.num_replicas == 3, stream
         for group in ("g1", "g2"):
             await subscribers.subscribe("pubsub", "orders", recorder(group), group=group)
         steps_log = tmp_path / "steps.jsonl"
@@ -280,23 +328,33 @@ async def test_nothing_acknowledged_is_lost_when_servers_and_replicas_die(tmp_pa
             reply = await with_retries("invoke", tally, lambda: invoke(nc, subjects, request, timeout=2.0))
             assert json.loads(reply.body) == {"n": i}
 
+        async def actor_put(i: int) -> None:
+            actor_id = f"a{i % KEYS}"
+            put = actor_errors_retryable(lambda: actor_caller.actor(Register, actor_id).put(i))
+            assert await with_retries("actor", tally, put) == i
+            tally.actor_value[actor_id] = i
+
         done = asyncio.Event()
 
         # Saves to one key are serial (one writer per key), so the last acknowledged value is known.
         async def lane(start: int) -> None:
             i = start
             while not done.is_set():
-                await asyncio.gather(save_bus(i), save_http(i), publish(i), call(i))
+                await asyncio.gather(save_bus(i), save_http(i), publish(i), call(i), actor_put(i))
                 await asyncio.sleep(LANE_PAUSE)
                 i += KEYS
 
         async def faults() -> None:
             await asyncio.sleep(2.0)
-            await cluster.kill(0)
+            # The server that leads the state stream: its followers must elect a new leader.
+            info = await nc.jetstream().stream_info(STATE_STREAM)
+            assert info.cluster is not None and info.cluster.leader
+            leader = [n.name for n in cluster.layout.nodes].index(info.cluster.leader)
+            await cluster.kill(leader)
             await asyncio.sleep(3.0)
-            await cluster.restart(0)
+            await cluster.restart(leader)
             await asyncio.sleep(2.0)
-            for name in ("state1", "pubsub1", "workflow1", "gateway1"):
+            for name in ("state1", "pubsub1", "workflow1", "actors1", "gateway1"):
                 processes.kill(name)
             await asyncio.sleep(3.0)
             done.set()
@@ -308,11 +366,10 @@ async def test_nothing_acknowledged_is_lost_when_servers_and_replicas_die(tmp_pa
 
         await wait_until(all_delivered, timeout=60, interval=0.5)
         finished = await workflows.wait_for_workflow_completion(instance, timeout_in_seconds=90)
-        assert finished.runtime_status == WorkflowStatus.COMPLETED, finished
-        assert finished.serialized_output is not None
-        assert json.loads(finished.serialized_output) == expected_chain(CHAIN_STEPS)
         stored = await read_back(bus, subjects, tally)
         lost_writes = {k: (v, stored.get(k)) for k, v in tally.last_value.items() if stored.get(k) != v}
+        actor_state = await read_back_actors(bus, subjects, tally)
+        lost_turns = {k: (v, actor_state.get(k)) for k, v in tally.actor_value.items() if actor_state.get(k) != v}
         lost = {g: len(tally.published - set(got)) for g, got in tally.delivered.items()}
         duplicates = {g: len(got) - len(set(got)) for g, got in tally.delivered.items()}
         print(
@@ -324,15 +381,23 @@ async def test_nothing_acknowledged_is_lost_when_servers_and_replicas_die(tmp_pa
                     "retried": dict(tally.retried),
                     "delivered": {g: len(got) for g, got in tally.delivered.items()},
                     "lost_state_writes": len(lost_writes),
+                    "lost_actor_states": len(lost_turns),
                     "lost_events": lost,
                     "duplicate_deliveries": duplicates,
                     "workflow": f"{CHAIN_STEPS}-step chain {finished.runtime_status.name}",
                 }
             )
         )
+        # The figures first, so a failing run still shows what it saw.
+        assert finished.runtime_status == WorkflowStatus.COMPLETED, finished
+        assert finished.serialized_output is not None
+        assert json.loads(finished.serialized_output) == expected_chain(CHAIN_STEPS)
         assert not lost_writes, lost_writes
+        assert not lost_turns, lost_turns
         assert all(n == 0 for n in lost.values()), lost
         assert tally.acknowledged["invoke"] == tally.sent["invoke"]
+        assert tally.acknowledged["actor"] == tally.sent["actor"]
+        await actor_host.stop()
         await session.close()
     finally:
         await processes.stop()

@@ -151,7 +151,7 @@ def test_components_parse_and_replicate_on_the_cluster(tmp_path: Path) -> None:
     for name in files:
         (tmp_path / "c" / name).write_text((K8S / name).read_text())
     components = load_components(str(tmp_path / "c")).components
-    assert {c.name for c in components} >= {"statestore", "pubsub", "lockstore", "configstore", "secretstore"}
+    assert {c.name for c in components} >= {"statestore", "pubsub", "lockstore", "configstore", "secretstore", "dapr"}
     assert all(c.meta_int("replicas", 1) == 3 for c in components)
     local = load_components(str(DEPLOY / "components")).components
     assert {c.name for c in local} == {c.name for c in components}

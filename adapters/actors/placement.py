@@ -23,10 +23,10 @@ compare-and-set like anyone else.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -37,22 +37,27 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
+from kernel.errors import Codes, NatriumError
 from kernel.jetstream import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
     KV_OPERATION,
     MSG_TTL,
     WRONG_LAST_SEQUENCE,
     JetStreamRejected,
+    adopt_stream,
     ensure_stream,
+    last_by_subject,
     publish,
 )
 from kernel.subjects import Subjects, decode_token, encode_token
 
 __all__ = [
+    "ACTORS_REPLICAS_ENV",
     "Claim",
     "HostDirectory",
     "HostLease",
     "Placement",
+    "actor_replicas",
     "actor_streams",
     "host_subject",
     "placement_bucket",
@@ -65,6 +70,7 @@ __all__ = [
 log = logging.getLogger("natrium.actors.placement")
 
 _GONE_HEADERS = ("Nats-Marker-Reason",)
+ACTORS_REPLICAS_ENV = "NATRIUM_ACTORS_REPLICAS"
 
 
 def root_token(subjects: Subjects) -> str:
@@ -126,6 +132,19 @@ class Claim:
     owner: str | None = None
 
 
+def actor_replicas() -> int:
+    """Replicas of the actor buckets and streams (`NATRIUM_ACTORS_REPLICAS`, default 1); every
+    process of a deployment should see the same value, the first to start creates them."""
+    raw = os.environ.get(ACTORS_REPLICAS_ENV, "1")
+    try:
+        replicas = int(raw)
+    except ValueError:
+        replicas = 0
+    if not 1 <= replicas <= 5:
+        raise NatriumError(Codes.COMPONENT_INVALID, f"{ACTORS_REPLICAS_ENV} must be 1 to 5, got {raw!r}")
+    return replicas
+
+
 @dataclass(frozen=True)
 class _Entry:
     sequence: int
@@ -136,16 +155,18 @@ class _Entry:
 class Placement:
     """The KV operations of placement; `open()` creates the bucket if needed (every side may)."""
 
-    def __init__(self, nc: Client, subjects: Subjects, replicas: int = 1) -> None:
+    def __init__(self, nc: Client, subjects: Subjects, replicas: int | None = None) -> None:
         self.nc = nc
         self.subjects = subjects
         self.bucket = placement_bucket(subjects)
         self.stream = f"KV_{self.bucket}"
         self.prefix = f"$KV.{self.bucket}."
-        self.replicas = replicas
+        self.replicas = actor_replicas() if replicas is None else replicas
         self._opened = False
 
-    async def open(self) -> None:
+    async def open(self, *, owner: bool = False) -> None:
+        """Create the bucket; the actors service (`owner`) also brings an existing one up to its
+        config, hosts and clients take it as it is (and learn its replica count)."""
         if self._opened:
             return
         config = api.StreamConfig(
@@ -163,7 +184,10 @@ class Placement:
             subject_delete_marker_ttl=60,
             storage=api.StorageType.FILE,
         )
-        await ensure_stream(self.nc.jetstream(), config)
+        if owner:
+            await ensure_stream(self.nc.jetstream(), config)
+        else:
+            self.replicas = await adopt_stream(self.nc.jetstream(), config)
         self._opened = True
 
     @staticmethod
@@ -177,27 +201,10 @@ class Placement:
     # -- reads ------------------------------------------------------------------------------------
 
     async def _read(self, key: str) -> _Entry | None:
-        subject = self.prefix + key
-        if self.replicas > 1:
-            # Only the leader is sure to have the latest write: a lease decision needs it.
-            reply = await self.nc.request(
-                f"$JS.API.STREAM.MSG.GET.{self.stream}", json.dumps({"last_by_subj": subject}).encode(), timeout=5
-            )
-            body = json.loads(reply.data)
-            if "error" in body:
-                return None
-            message = body["message"]
-            raw_headers = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
-            headers = dict(line.split(": ", 1) for line in raw_headers.split("\r\n")[1:] if ": " in line)
-            data = base64.b64decode(message.get("data") or b"")
-            return _entry(int(message["seq"]), headers, data)
-        reply = await self.nc.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5)
-        headers = reply.headers or {}
-        if headers.get("Status") == "404":
-            return None
-        if headers.get("Status"):
-            raise JetStreamRejected({"code": int(headers["Status"]), "description": headers.get("Description", "")})
-        return _entry(int(headers["Nats-Sequence"]), headers, reply.data)
+        # On a replicated bucket only the leader is sure to have the latest write: a lease
+        # decision needs it.
+        stored = await last_by_subject(self.nc, self.stream, self.prefix + key, leader=self.replicas > 1)
+        return None if stored is None else _entry(stored.seq, stored.headers, stored.data)
 
     async def owner(self, actor_type: str, actor_id: str) -> tuple[str, str] | None:
         """(host, inc) of the actor's record, None when it has none."""

@@ -37,6 +37,8 @@ def common_env() -> list[dict[str, Any]]:
         {"name": "NATRIUM_COMPONENTS", "value": "/etc/natrium/components"},
         {"name": "NATRIUM_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "NATRIUM_LOG_FORMAT", "value": "json"},
+        # The actors block has no component: its buckets take their replicas from here.
+        {"name": "NATRIUM_ACTORS_REPLICAS", "value": "3"},
     ]
 
 

@@ -30,7 +30,7 @@ from nats.nuid import NUID
 
 from adapters.actors.app import ActorCall, CallKind
 from adapters.actors.client import ActorClient
-from adapters.actors.placement import reminders_stream
+from adapters.actors.placement import actor_replicas, reminders_stream
 from kernel.durations import parse_due_time, parse_duration, parse_period, parse_ttl
 from kernel.errors import Codes, NatriumError
 from kernel.jetstream import (
@@ -38,6 +38,7 @@ from kernel.jetstream import (
     WRONG_LAST_SEQUENCE,
     JetStreamRejected,
     ensure_stream,
+    last_by_subject,
     publish,
     transport_errors_as,
 )
@@ -64,12 +65,12 @@ def _stamp(at: dt.datetime) -> str:
 class Reminders:
     """Create, get, delete and fire reminders; `start()` also runs the fire consumer."""
 
-    def __init__(self, nc: Client, subjects: Subjects, client: ActorClient, replicas: int = 1) -> None:
+    def __init__(self, nc: Client, subjects: Subjects, client: ActorClient, replicas: int | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.subjects = subjects
         self.client = client
-        self.replicas = replicas
+        self.replicas = actor_replicas() if replicas is None else replicas
         self.stream = reminders_stream(subjects)
         self.base = f"{subjects.root}.actorreminders"
         self.concurrency = 256
@@ -301,13 +302,12 @@ class Reminders:
         return await self._definition_at(self._subject("def", actor_type, actor_id, name))
 
     async def _definition_at(self, subject: str) -> tuple[int, dict[str, Any]] | None:
-        reply = await self.nc.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5)
-        headers = reply.headers or {}
-        if headers.get("Status"):
-            if headers["Status"] == "404":
-                return None
-            raise NatriumError(Codes.ACTOR_REMINDER_GET, f"error getting actor reminder: {headers.get('Description')}")
-        return int(headers["Nats-Sequence"]), json.loads(reply.data)
+        try:
+            # The sequence is compared and set: on replicas it must be the leader's latest.
+            stored = await last_by_subject(self.nc, self.stream, subject, leader=self.replicas > 1)
+        except JetStreamRejected as exc:
+            raise NatriumError(Codes.ACTOR_REMINDER_GET, f"error getting actor reminder: {exc.description}") from None
+        return None if stored is None else (stored.seq, json.loads(stored.data))
 
     async def _purge(self, subject: str) -> None:
         request = json.dumps({"filter": subject}).encode()

@@ -57,7 +57,7 @@ class ActorsService(BlockService):
         ]
 
     async def setup(self) -> None:
-        await Placement(self.nc, self.subjects).open()
+        await Placement(self.nc, self.subjects).open(owner=True)
         await self.state.open()
         await self.reminders.start()
 

@@ -13,9 +13,16 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.nuid import NUID
 
-from adapters.actors.placement import state_bucket
+from adapters.actors.placement import actor_replicas, state_bucket
 from kernel.errors import Codes, NatriumError
-from kernel.jetstream import KV_OPERATION, MSG_TTL, ensure_stream, transport_errors_as
+from kernel.jetstream import (
+    KV_OPERATION,
+    MSG_TTL,
+    JetStreamRejected,
+    ensure_stream,
+    last_by_subject,
+    transport_errors_as,
+)
 from kernel.subjects import Subjects, encode_token
 from schemas.actors import StateOperation
 
@@ -28,13 +35,13 @@ MAX_OPERATIONS = 1000
 class ActorStateStore:
     """Get and transact the state of actors; `open()` creates or updates the bucket."""
 
-    def __init__(self, nc: Client, subjects: Subjects, replicas: int = 1) -> None:
+    def __init__(self, nc: Client, subjects: Subjects, replicas: int | None = None) -> None:
         self.nc = nc
         self.subjects = subjects
         self.bucket = state_bucket(subjects)
         self.stream = f"KV_{self.bucket}"
         self.prefix = f"$KV.{self.bucket}."
-        self.replicas = replicas
+        self.replicas = actor_replicas() if replicas is None else replicas
         self._nuid = NUID()
 
     async def open(self) -> None:
@@ -60,18 +67,16 @@ class ActorStateStore:
     @transport_errors_as(Codes.ACTOR_STATE_GET)
     async def get(self, actor_type: str, actor_id: str, key: str) -> bytes | None:
         subject = self._subject(actor_type, actor_id, key)
-        reply = await self.nc.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5)
-        headers = reply.headers or {}
-        status = headers.get("Status")
-        if status == "404":
+        try:
+            # A turn reads what the previous one wrote: on replicas, from the leader.
+            stored = await last_by_subject(self.nc, self.stream, subject, leader=self.replicas > 1)
+        except JetStreamRejected as exc:
+            raise NatriumError(Codes.ACTOR_STATE_GET, f"error getting actor state: {exc.description}") from None
+        if stored is None:
             return None
-        if status:
-            raise NatriumError(
-                Codes.ACTOR_STATE_GET, f"error getting actor state: {headers.get('Description', status)}"
-            )
-        if headers.get(KV_OPERATION) in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers:
+        if stored.headers.get(KV_OPERATION) in ("DEL", "PURGE") or "Nats-Marker-Reason" in stored.headers:
             return None
-        return bytes(reply.data)
+        return stored.data
 
     @transport_errors_as(Codes.ACTOR_STATE_TRANSACTION_SAVE)
     async def transaction(self, actor_type: str, actor_id: str, operations: list[StateOperation]) -> None:
