@@ -161,3 +161,22 @@ async def test_streaming_subscription_under_natrium_run_needs_no_metadata(run: R
                 subscription.close()
 
     assert sorted(await asyncio.wait_for(asyncio.to_thread(consume), 30)) == [0, 1]
+
+
+def test_a_binding_event_response_becomes_the_state_and_output_work_it_asks_for() -> None:
+    from dapr.proto.common.v1.common_pb2 import Etag, StateItem
+    from dapr.proto.runtime.v1.appcallback_pb2 import BindingEventResponse
+
+    from adapters.grpc.app_bindings import _work
+
+    reply = BindingEventResponse(
+        store_name="statestore",
+        states=[StateItem(key="k", value=b"v", etag=Etag(value="3"), metadata={"ttlInSeconds": "9"})],
+        to=["queue", "mail"],
+        data=b"payload",
+        concurrency=BindingEventResponse.PARALLEL,
+    )
+    work = _work(reply)
+    assert work.store == "statestore" and work.targets == ["queue", "mail"] and work.data == b"payload"
+    assert work.items == [{"key": "k", "value": b"v", "etag": "3", "metadata": {"ttlInSeconds": "9"}}]
+    assert work.parallel and not _work(BindingEventResponse())

@@ -3,8 +3,9 @@
 - A lock is one message on the resource's key: value = the owner, `Nats-TTL` = the lease, so the
   server ends an abandoned lease by itself. Its revision (stream sequence) names this one holding.
 - Acquire = create: publish with `Nats-Expected-Last-Subject-Sequence: 0`. Of any number of
-  contenders on any number of replicas, the server lets exactly one in. A lease that is over but
-  not yet removed (or a KV delete marker) is taken over with the same check on its revision.
+  contenders on any number of replicas, the server lets exactly one in. A KV delete marker is
+  taken over with the same check on its revision; a lease is over only once the server removed
+  it at its TTL (no process's clock decides it).
 - Unlock = the owner deletes exactly that revision (`STREAM.MSG.DELETE` by sequence): if the lease
   ran out and someone else holds the key now, the delete finds nothing and touches nothing.
   Deleting the message instead of writing a KV delete marker leaves the key empty, so the next
@@ -15,15 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import NotFoundError
 
 from kernel.components import Component
-from kernel.durations import parse_duration
 from kernel.errors import Codes, NatriumError, malformed
 from kernel.jetstream import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -34,7 +32,7 @@ from kernel.jetstream import (
     component_bucket,
     ensure_stream,
     kv_stream_config,
-    message_time,
+    last_by_subject,
     publish,
     transport_errors_as,
 )
@@ -81,12 +79,12 @@ class Holding:
 
     sequence: int
     owner: str | None
-    expires: float | None
-    """Epoch seconds the lease ends; None when the message has no TTL."""
 
     def is_free(self) -> bool:
-        # The server removes an expired message a moment after its TTL; the lease is over already.
-        return self.owner is None or (self.expires is not None and self.expires <= time.time())
+        # Only the server's clock ends a lease: it removes the message at its TTL. Judging expiry
+        # by this process's clock would let a replica whose clock runs ahead take a lock that is
+        # still held. The cost is the moment between the TTL and the removal (under a second).
+        return self.owner is None
 
 
 class KvLockStore:
@@ -179,29 +177,17 @@ class KvLockStore:
 
     async def _read(self, kv_key: str, code: str) -> Holding | None:
         """The key's latest message; None when it has none."""
-        subject = self.prefix + kv_key
-        if self.replicas > 1:
-            # A direct get may be served by a lagging follower; a lock must see the latest write.
-            try:
-                raw = await self.js.get_msg(self.stream, subject=subject, direct=False)
-            except NotFoundError:
-                return None
-            stamp = raw.time.timestamp() if raw.time else None
-            return _holding(raw.seq or 0, dict(raw.headers or {}), raw.data or b"", stamp)
-        reply = await self.nc.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5)
-        headers = reply.headers or {}
-        status = headers.get("Status")
-        if status == "404":
+        try:
+            # On replicas a direct get may be served by a lagging follower; a lock must see the
+            # latest write, so it asks the leader.
+            stored = await last_by_subject(self.nc, self.stream, self.prefix + kv_key, leader=self.replicas > 1)
+        except JetStreamRejected as exc:
+            raise NatriumError(code, f"reading the lock failed: {exc.code} {exc.description}") from None
+        if stored is None:
             return None
-        if status:
-            raise NatriumError(code, f"reading the lock failed: {status} {headers.get('Description', '')}")
-        stamp_header = headers.get("Nats-Time-Stamp")
-        return _holding(
-            int(headers["Nats-Sequence"]),
-            headers,
-            reply.data,
-            message_time(stamp_header).timestamp() if stamp_header else None,
-        )
+        if stored.headers.get(KV_OPERATION) in ("DEL", "PURGE"):
+            return Holding(stored.seq, None)
+        return Holding(stored.seq, stored.data.decode("utf-8", errors="replace"))
 
     async def _delete(self, sequence: int) -> str | None:
         """Delete one message by sequence; None on success, else the server's reason."""
@@ -211,21 +197,3 @@ class KvLockStore:
         if body.get("success"):
             return None
         return str((body.get("error") or {}).get("description", "delete refused"))
-
-
-def _holding(sequence: int, headers: dict[str, str], data: bytes, stamp: float | None) -> Holding:
-    if headers.get(KV_OPERATION) in ("DEL", "PURGE"):
-        return Holding(sequence, None, None)
-    ttl = headers.get(MSG_TTL)
-    expires = stamp + _ttl_seconds(ttl) if ttl and stamp is not None else None
-    return Holding(sequence, data.decode("utf-8", errors="replace"), expires)
-
-
-def _ttl_seconds(header: str) -> float:
-    # natrium writes bare seconds; the server also takes Go durations and "never".
-    if header == "never":
-        return float("inf")
-    try:
-        return parse_duration(header)
-    except ValueError:
-        return float("inf")  # unreadable: let the server decide when it ends
