@@ -69,6 +69,40 @@ async def test_up_answers_the_readme_curls_and_stops_on_ctrl_c(tmp_path: Path) -
     assert "natrium stopped" in "".join(up.stderr)
 
 
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive free ports."""
+    from kernel.nats_server import port_is_free
+
+    for _ in range(100):
+        base = free_port()
+        if base + count < 65536 and all(port_is_free(base + i) for i in range(count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+async def test_up_serves_metrics_of_the_gateway_and_of_every_block(tmp_path: Path) -> None:
+    from services import BLOCKS
+
+    base = free_port_range(len(BLOCKS) + 1)
+    up = await Up("--data-dir", str(tmp_path / "data"), "--metrics-port", str(base)).start()
+    try:
+        assert f":{base}/metrics" in "".join(up.stderr)
+        await curl("POST", f"{up.base}/v1.0/state/statestore", [{"key": "m", "value": 1}])
+
+        async def all_serve() -> bool:
+            try:
+                answers = [await curl("GET", f"http://127.0.0.1:{base + i}/metrics") for i in range(len(BLOCKS) + 1)]
+            except aiohttp.ClientError:
+                return False
+            return all(status == 200 for status, _, _ in answers)
+
+        await wait_until(all_serve, timeout=20, interval=0.2)
+        _, _, gateway = await curl("GET", f"http://127.0.0.1:{base}/metrics")
+        assert b"natrium" in gateway
+    finally:
+        await up.stop()
+
+
 async def test_data_survives_a_restart_of_up_with_the_same_data_dir(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     up = await Up("--data-dir", data).start()

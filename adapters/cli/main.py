@@ -99,6 +99,15 @@ def version() -> None:
 @click.option("--app-id", envvar="APP_ID", default=None, help="App id the gateway speaks for (state key prefix).")
 @root_option
 @log_level_option
+@click.option(
+    "--metrics-port",
+    envvar="NATRIUM_METRICS_PORT",
+    show_envvar=True,
+    type=click.IntRange(0, 65535 - len(BLOCKS) - 1),
+    default=0,
+    show_default=True,
+    help="Prometheus metrics of the gateway on PORT and of each block service on the ports after it; 0: off.",
+)
 def up(
     nats_url: str | None,
     nats_port: int,
@@ -110,6 +119,7 @@ def up(
     app_id: str | None,
     root: str,
     log_level: str,
+    metrics_port: int,
 ) -> None:
     """Start NATS (embedded unless --nats-url), every block service and the HTTP gateway."""
     from adapters.cli.up import UpConfig, run_up
@@ -127,6 +137,7 @@ def up(
         app_id=app_id,
         api_token=os.environ.get("DAPR_API_TOKEN"),
         grpc_port=grpc_port,
+        metrics_port=metrics_port,
     )
     run_until_signal(lambda stop: run_up(config, stop))
 

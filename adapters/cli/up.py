@@ -46,6 +46,15 @@ class UpConfig:
     blocks: list[str] = field(default_factory=lambda: list(BLOCKS))
     grpc_port: int | None = None
     """Dapr's gRPC API: None is the default port (DEFAULT_GRPC_PORT, a free one if taken), 0 off."""
+    metrics_port: int = 0
+    """The gateway's metrics port; block i (in `blocks` order) gets the i-th port after it. 0: off."""
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Child name -> its metrics port; empty when metrics are off."""
+        if not self.metrics_port:
+            return {}
+        names = ["gateway", *(f"service {block}" for block in self.blocks)]
+        return {name: self.metrics_port + i for i, name in enumerate(names)}
 
 
 @dataclass
@@ -82,6 +91,9 @@ async def run_up(config: UpConfig, stop: asyncio.Event) -> None:
     load_components(config.components)  # fail now, with the file name, not in every child
     if not port_is_free(config.http_port, config.host):
         raise NatriumError("ERR_PORT_IN_USE", f"HTTP port {config.http_port} is taken; choose another with --http-port")
+    taken = [port for port in config.metrics_ports().values() if not port_is_free(port)]
+    if taken:
+        raise NatriumError("ERR_PORT_IN_USE", f"metrics port(s) {', '.join(map(str, taken))} taken; see --metrics-port")
     _choose_grpc_port(config)
     server: EmbeddedNatsServer | None = None
     if config.nats_url:
@@ -135,7 +147,7 @@ async def _check_external(url: str) -> None:
 
 def _children(config: UpConfig, url: str) -> list[Child]:
     env = {**os.environ, "NATS_URL": url, "NATRIUM_ROOT": config.root, "NATRIUM_LOG_LEVEL": config.log_level}
-    # Every child would try the same metrics port: `up` opens none, run `natrium service` for metrics.
+    # One metrics port each (--metrics-port and the ones after it), never the same one twice.
     env.pop("NATRIUM_METRICS_PORT", None)
     if config.components:
         env["NATRIUM_COMPONENTS"] = str(config.components)
@@ -147,6 +159,9 @@ def _children(config: UpConfig, url: str) -> list[Child]:
     gateway += ["--grpc-port", str(config.grpc_port or 0)]
     gateway_env = {**env, **({"DAPR_API_TOKEN": config.api_token} if config.api_token else {})}
     children.append(Child("gateway", gateway, gateway_env))
+    for child in children:
+        if (port := config.metrics_ports().get(child.name)) is not None:
+            child.env = {**child.env, "NATRIUM_METRICS_PORT": str(port)}
     return children
 
 
@@ -192,9 +207,19 @@ def _banner(config: UpConfig, url: str, server: EmbeddedNatsServer | None) -> No
     click.echo(
         f"natrium is up\n  HTTP API  http://{config.host}:{config.http_port}\n"
         + (f"  gRPC API  {config.host}:{config.grpc_port}\n" if config.grpc_port else "")
-        + f"  NATS      {url} ({where})\n  blocks    {', '.join(config.blocks)}\nCtrl-C stops everything.",
+        + f"  NATS      {url} ({where})\n  blocks    {', '.join(config.blocks)}\n"
+        + _metrics_line(config)
+        + "Ctrl-C stops everything.",
         err=True,
     )
+
+
+def _metrics_line(config: UpConfig) -> str:
+    ports = config.metrics_ports()
+    if not ports:
+        return ""
+    first, last = min(ports.values()), max(ports.values())
+    return f"  metrics   http://{config.host}:{first}/metrics (gateway) ... :{last} (one port per block)\n"
 
 
 async def _supervise(children: list[Child], stop: asyncio.Event) -> None:
