@@ -150,6 +150,44 @@ async def test_programmatic_subscription_through_dapr_subscribe(apps: Any) -> No
     assert {"n": 1} in [e["data"] for e in events]
 
 
+async def test_declarative_subscription_routes_and_dead_letters_under_run(
+    apps: Any, tmp_path: Path, nc: Client, subjects: Any
+) -> None:
+    """A Subscription resource given to `natrium run`: rules pick the route, the app's 404 drops
+    the event (as daprd does) and the drop lands on the deadLetterTopic."""
+    from adapters.sdk import Client as SdkClient
+    from tests.conftest import Inbox
+
+    (tmp_path / "subscription.yaml").write_text(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: shipments}\nspec:\n"
+        "  pubsubname: pubsub\n  topic: shipments\n"
+        "  routes:\n    rules:\n    - {match: 'event.type == \"lost\"', path: /nowhere}\n    default: /events\n"
+        "  deadLetterTopic: shipments-dead\nscopes: [orders]\n"
+    )
+    dead = Inbox()
+    watcher = SdkClient(nc, app_id="ops", subjects=subjects)
+    await watcher.subscribe("pubsub", "shipments-dead", dead)
+    try:
+        orders = await apps("orders", "orders", components=tmp_path)
+        publish = f"{orders.api}/v1.0/publish/pubsub/shipments"
+        assert (await http("POST", publish, json={"n": "kept"}))[0] == 204
+        lost = {"specversion": "1.0", "id": "lost-1", "source": "test", "type": "lost", "data": {"n": "lost"}}
+        headers = {"Content-Type": "application/cloudevents+json"}
+        assert (await http("POST", publish, data=json.dumps(lost), headers=headers))[0] == 204
+        [event] = await dead.wait(1, timeout=20)
+        assert event.id == "lost-1" and event.data == {"n": "lost"}
+        assert event.envelope["deadletteroriginaltopic"] == "shipments"
+
+        async def kept() -> bool:
+            received = (await http("GET", f"{orders.api}/v1.0/invoke/orders/method/received"))[1]
+            return {"n": "kept"} in [e["data"] for e in received]
+
+        await wait_until(kept, timeout=20)
+    finally:
+        for subscription in watcher._subscriptions:
+            await subscription.stop()
+
+
 async def test_replicas_share_calls_and_a_killed_one_loses_no_retried_call(apps: Any, tmp_path: Path) -> None:
     (tmp_path / "resiliency.yaml").write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec:\n"
