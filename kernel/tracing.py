@@ -1,7 +1,8 @@
 """W3C trace context in NATS headers, head sampling, and the OpenTelemetry setup every natrium process shares.
 
 Exporters follow the standard variables: `OTEL_TRACES_EXPORTER=console` prints spans, `otlp`
-uses the OTLP exporter when `opentelemetry-exporter-otlp` is installed. With no exporter the SDK
+sends them over OTLP/HTTP (the `otlp` extra; `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` with the gRPC
+exporter installed), and a comma list uses several. With no exporter the SDK
 is not installed at all. Trace context still flows: `traceparent` is passed on hop to hop, and a
 request that arrives without one gets fresh ids, so every log line carries a trace id either way.
 
@@ -12,7 +13,7 @@ takes the same path as tracing off (its context made current, ids passed on with
 2-core dev machine, a third of it the SDK checking attribute values). Measured with
 bench/tracing.py (state bus and HTTP get/save, HTTP invoke through `natrium run`, concurrency 16,
 2 shared cores): recording every request costs 15-25% of throughput and ~40% more CPU per request
-in natrium's processes; `parentbased_traceidratio` at 0.1 costs 2-7% of throughput and 5-10% of
+in natrium's processes; `parentbased_traceidratio` at 0.1 costs 2-8% of throughput and 5-10% of
 CPU, within the run-to-run noise (±5-8%) of two identical untraced setups. A span that is sampled
 is started with `start_span` and one context attach in `SpanScope`, ~10% cheaper than
 `start_as_current_span`'s nested context managers.
@@ -143,31 +144,59 @@ def setup_tracing(service_name: str) -> None:
         return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-    exporter: SpanExporter | None = None
-    if exporter_name == "natrium-null":
-        exporter = _null_exporter()
-    elif exporter_name == "console":
-        exporter = ConsoleSpanExporter()
-    elif exporter_name == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            log.warning("OTEL_TRACES_EXPORTER=otlp but opentelemetry-exporter-otlp is not installed")
-        else:
-            exporter = OTLPSpanExporter()
-    else:
-        log.warning("unknown OTEL_TRACES_EXPORTER %r; spans are not exported", exporter_name)
-    if exporter is None:
+    # A comma list, as the OpenTelemetry variables allow: `console,otlp` exports to both.
+    exporters = [e for e in (_exporter(name.strip()) for name in exporter_name.split(",")) if e is not None]
+    if not exporters:
         return
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
     # ALWAYS_ON: the SDK is only asked for spans natrium has already sampled.
     provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _recording, _tracer, _sampler = True, _natrium_tracer(provider), Sampler.from_env()
+
+
+def _exporter(name: str) -> SpanExporter | None:
+    """The exporter `OTEL_TRACES_EXPORTER` names; None (and a warning) when it cannot be made."""
+    if name in ("", "none"):
+        return None
+    if name == "natrium-null":
+        return _null_exporter()
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name == "otlp":
+        return _otlp_exporter()
+    log.warning("unknown OTEL_TRACES_EXPORTER %r; spans are not exported there", name)
+    return None
+
+
+def _otlp_exporter() -> SpanExporter | None:
+    """OTLP over HTTP/protobuf (natrium's `otlp` extra) or gRPC, as `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`
+    says; the exporter itself reads the endpoint, headers and timeout variables."""
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip().lower() or "http/protobuf"
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+            return Grpc()
+        if protocol == "http/protobuf":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+            return Http()
+    except ImportError:
+        package = "opentelemetry-exporter-otlp-proto-grpc" if protocol == "grpc" else "natrium[otlp]"
+        log.warning("OTEL_TRACES_EXPORTER=otlp (%s) needs %s; spans are not exported there", protocol, package)
+        return None
+    log.warning("OTLP protocol %r is not supported (http/protobuf or grpc); spans are not exported there", protocol)
+    return None
 
 
 def _null_exporter() -> SpanExporter:

@@ -359,6 +359,59 @@ async def test_null_exporter_records_spans_and_exports_nowhere() -> None:
     assert out.decode() == "ok\n"  # nothing printed: the spans went nowhere
 
 
+async def test_otlp_and_console_exporters_together_send_spans_over_otlp_http() -> None:
+    """`OTEL_TRACES_EXPORTER=console,otlp`: the span is printed and reaches an OTLP/HTTP receiver."""
+    import asyncio
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    bodies: list[bytes] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(status=200, content_type="application/x-protobuf", body=b"")
+
+    receiver = web.AppRunner(web.Application())
+    receiver.app.router.add_post("/v1/traces", traces)
+    await receiver.setup()
+    port = free_port()
+    await web.TCPSite(receiver, "127.0.0.1", port).start()
+    code = (
+        "from opentelemetry import trace\n"
+        "from kernel.tracing import setup_tracing, span\n"
+        "setup_tracing('exporter-test')\n"
+        "with span('exported-span', None, trace.SpanKind.INTERNAL, {'a': 1}):\n"
+        "    pass\n"
+        "trace.get_tracer_provider().shutdown()\n"
+    )
+    env = {
+        "PYTHONPATH": str(REPO),
+        "OTEL_TRACES_EXPORTER": "console,otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await receiver.cleanup()
+    assert proc.returncode == 0, err.decode()
+    assert "exported-span" in out.decode()  # console
+    assert bodies, err.decode()
+    request = ExportTraceServiceRequest.FromString(bodies[0])
+    [resource_spans] = request.resource_spans
+    attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert attributes["service.name"] == "exporter-test"
+    assert [s.name for scope in resource_spans.scope_spans for s in scope.spans] == ["exported-span"]
+
+
 # -- head sampling ---------------------------------------------------------------------------
 
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
