@@ -391,3 +391,15 @@ async def test_unsupported_store_type_fails_startup_unless_ignored(nc, subjects)
     ignored = Component(name="cache", type="state.redis", ignore_errors=True)
     service = await start_runtime(nc, subjects, [ignored])
     await service.stop()
+
+
+async def test_a_bucket_deleted_under_a_running_service_is_made_again_on_next_use(runtime: Runtime) -> None:
+    store = runtime.service.stores[runtime.store]
+    await runtime.call("save", {"items": [{"key": "before", "value": 1}]})
+    await runtime.nc.jetstream().delete_stream(store.stream)
+    assert (await runtime.call("get", {"key": "before"}))["found"] is False  # the data went with it
+    await runtime.call("save", {"items": [{"key": "after", "value": 2}]})
+    assert (await runtime.call("get", {"key": "after"}))["data"] == b"2"
+    await runtime.nc.jetstream().delete_stream(store.stream)
+    await runtime.call("save", {"items": [{"key": "again", "value": 3}]})  # a write re-creates it too
+    assert (await runtime.call("get", {"key": "again"}))["data"] == b"3"

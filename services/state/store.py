@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import nats.errors
 from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import NotFoundError
@@ -49,6 +50,7 @@ log = logging.getLogger("natrium.state")
 # nats-server refuses atomic batches over 1000 messages.
 MAX_TRANSACTION_OPERATIONS = 1000
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,22 @@ class _Write:
     payload: bytes
     headers: dict[str, str]
     user_key: str
+
+
+def _recreating_a_deleted_bucket(method: F) -> F:
+    """A store operation that, when its bucket is gone (no stream answers), creates the bucket
+    again and tries once more: the bucket is made on first use, whenever that use comes."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except nats.errors.NoRespondersError:
+            if not await self.reopen_if_gone():
+                raise
+        return await method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class KvStateStore:
@@ -97,9 +115,20 @@ class KvStateStore:
         await ensure_stream(self.js, config)
         log.info("state store ready", extra={"store": self.component.name, "bucket": self.bucket})
 
+    async def reopen_if_gone(self) -> bool:
+        """Create the bucket again if someone deleted it while the service ran; True if it did."""
+        try:
+            await self.js.stream_info(self.stream)
+            return False
+        except NotFoundError:
+            log.warning("state bucket was deleted; creating it again", extra={"store": self.component.name})
+            await self.open()
+            return True
+
     # -- reads ----------------------------------------------------------------------------------
 
     @transport_errors_as(Codes.STATE_GET)
+    @_recreating_a_deleted_bucket
     async def get(self, app_id: str | None, key: str, consistency: str | None = None) -> GetReply:
         kv_key = self.keys.kv_key(app_id, key)
         msg = await self._read(kv_key, strong=consistency == "strong")
@@ -184,6 +213,7 @@ class KvStateStore:
         return _Write(kv_key, payload, headers, item.key)
 
     @transport_errors_as(Codes.STATE_SAVE)
+    @_recreating_a_deleted_bucket
     async def save(self, app_id: str | None, items: list[SaveItem], metadata: dict[str, str]) -> list[str]:
         """Save every item (validated up front, written concurrently); the first failure is raised.
 
@@ -220,6 +250,7 @@ class KvStateStore:
             return await self._publish(write, Codes.STATE_SAVE)
 
     @transport_errors_as(Codes.STATE_DELETE)
+    @_recreating_a_deleted_bucket
     async def delete(self, app_id: str | None, request: DeleteRequest) -> None:
         write = self._write(app_id, SaveItem(key=request.key, etag=request.etag), {}, delete=True)
         await self._publish(write, Codes.STATE_DELETE)
@@ -232,6 +263,7 @@ class KvStateStore:
         return int(ack["seq"])
 
     @transport_errors_as(Codes.STATE_TRANSACTION)
+    @_recreating_a_deleted_bucket
     async def transact(
         self, app_id: str | None, operations: list[TransactionOperation], metadata: dict[str, str]
     ) -> None:
