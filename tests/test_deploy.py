@@ -95,6 +95,9 @@ def test_every_workload_reaches_nats_with_the_secret_password() -> None:
     assert values["config"]["cluster"]["replicas"] == 3
     assert values["config"]["jetstream"]["enabled"] is True
     assert "natrium" in [u["user"] for u in values["config"]["merge"]["accounts"]["NATRIUM"]["users"]]
+    server_env = {k: v["valueFrom"]["secretKeyRef"]["key"] for k, v in values["container"]["env"].items()}
+    assert set(server_env.values()) <= set(secret["stringData"])
+    assert server_env["NATS_SYS_PASSWORD"] != server_env["NATS_PASSWORD"]  # the system user has its own
     images = set()
     for name, deployment in deployments().items():
         spec = container(deployment)
@@ -105,6 +108,7 @@ def test_every_workload_reaches_nats_with_the_secret_password() -> None:
         ref = env["NATS_PASSWORD"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"], name
         assert env["NATRIUM_COMPONENTS"] == spec["volumeMounts"][0]["mountPath"]
+        assert env["NATRIUM_ACTORS_REPLICAS"] == "3", name  # actor buckets on all three nodes
         block = spec["args"][1] if spec["args"][0] == "service" else None
         if block == "secrets":
             assert env["NATRIUM_SECRETS_KEY"]["secretKeyRef"]["key"] in secret["stringData"]
@@ -131,6 +135,8 @@ def test_probes_ask_endpoints_the_processes_serve() -> None:
             else:
                 assert spec["args"] == ["gateway"] and port == int(env["DAPR_HTTP_PORT"]), name
                 assert probe["path"] in gateway_paths, probe
+        if spec["args"] == ["gateway"]:  # the SDKs' gRPC clients reach it too
+            assert port_number(spec, "grpc") == int(env["DAPR_GRPC_PORT"]), name
 
 
 def test_hpas_scale_deployments_that_exist() -> None:
