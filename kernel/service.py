@@ -39,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 from kernel.codec import Encoding, content_headers, decode, encode, encoding_of
 from kernel.components import Component, ComponentSet
 from kernel.errors import Codes, NatriumError, malformed
+from kernel.logs import REPLICA
 from kernel.metrics import METRICS, RequestMetrics
 from kernel.secretrefs import resolve_components
 from kernel.subjects import Subjects
@@ -157,6 +158,8 @@ class BlockService:
             metadata={
                 "natrium.block": self.block,
                 "natrium.root": self.subjects.root,
+                # The `replica` field of this process's log lines, so `natrium status` names the same one.
+                "natrium.replica": REPLICA,
                 **self.info_metadata(),
             },
             queue_group=f"{self.subjects.root}.{self.block}",

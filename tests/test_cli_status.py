@@ -10,6 +10,7 @@ import pytest
 from nats.aio.client import Client
 
 from kernel.components import Component, ComponentSet
+from kernel.logs import REPLICA
 from kernel.nats_server import EmbeddedNatsServer
 from kernel.subjects import Subjects
 from schemas.workflow import WorkflowLayout
@@ -70,6 +71,7 @@ async def test_status_json_lists_replicas_counts_components_and_streams(
     assert set(by_block) == {"state", "pubsub"}  # other tests' roots are filtered out
     state_replica = by_block["state"]
     assert state_replica["id"] == state.micro.id and state_replica["name"] == "natrium-state"
+    assert state_replica["process"] == REPLICA  # the `replica` field of that process's log lines
     assert [c["name"] for c in state_replica["components"]] == [store]
     endpoints = {e["name"]: e for e in state_replica["endpoints"]}
     assert endpoints["save"]["requests"] == 1 and endpoints["get"]["requests"] == 3

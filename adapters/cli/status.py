@@ -81,6 +81,8 @@ class Replica:
     version: str
     id: str
     started: str = ""
+    process: str = ""
+    """`host:pid`, as the replica's log lines name it (their `replica` field)."""
     components: list[dict[str, Any]] = field(default_factory=list)
     endpoints: list[EndpointStatus] = field(default_factory=list)
 
@@ -187,6 +189,7 @@ def _replicas(root: str, infos: list[dict[str, Any]], stats: list[dict[str, Any]
                 version=str(info.get("version", "")),
                 id=str(info.get("id", "")),
                 started=str(stat.get("started", "")),
+                process=str(metadata.get("natrium.replica", "")),
                 components=_components(metadata.get("natrium.components")),
                 endpoints=endpoints,
             )
@@ -301,7 +304,8 @@ def render_table(status: Status) -> str:
         lines.append(f"  {block}: {count}" if replicas else f"  {block}: NO REPLICA RUNNING")
         for r in replicas:
             components = ", ".join(f"{c.get('name')} ({c.get('type')})" for c in r.components) or "-"
-            lines.append(f"    {r.name} {r.version}  id {r.id}  requests {r.requests}  errors {r.errors}")
+            where = f"  on {r.process}" if r.process else ""
+            lines.append(f"    {r.name} {r.version}  id {r.id}{where}  requests {r.requests}  errors {r.errors}")
             lines.append(f"      components: {components}")
             rows = [["endpoint", "requests", "errors", "avg latency"]]
             rows += [[e.name, str(e.requests), str(e.errors), f"{e.average_latency_ms:.3f} ms"] for e in r.endpoints]
