@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ from opentelemetry.util.types import AttributeValue
 
 from adapters.resiliency import AppPolicy
 from kernel.errors import Codes, NatriumError
+from kernel.metrics import METRICS
 from kernel.subjects import Subjects
 from kernel.tracing import extract, fail, inject, span
 from schemas.invoke import CALLER, HOP_BY_HOP, PATH, QUERY, STATUS, VERB
@@ -128,9 +130,13 @@ async def invoke(
     async def attempt(limit: float | None) -> InvokeResponse:
         return await _one_call(nc, subject, request, headers, limit or timeout)
 
-    if policy is None:
-        return await attempt(None)
-    return await policy.call(attempt, lambda response: response.failed)
+    try:
+        response = await attempt(None) if policy is None else await policy.call(attempt, lambda r: r.failed)
+    except NatriumError as exc:
+        METRICS.invocations_sent.labels(request.app_id, exc.code).inc()
+        raise
+    METRICS.invocations_sent.labels(request.app_id, str(response.status)).inc()
+    return response
 
 
 async def _one_call(
@@ -270,21 +276,27 @@ class InvocationServer:
             body=msg.data,
         )
         attributes = partial(_attributes, msg.subject, "serve", self.app_id, self.app_id)
+        started = time.perf_counter()
+        status = 500
         with span(f"serve {request.method}", extract(headers), trace.SpanKind.SERVER, attributes) as active:
             try:
                 response = await self.handler(request)
                 _answered(active, response)
                 reply_headers = forwardable(response.headers)
                 reply_headers[STATUS] = str(response.status)
+                status = response.status
                 await self._reply(msg, response.body, reply_headers)
             except NatriumError as exc:
                 fail(active, exc.code)
+                status = exc.status
                 await self._reply(msg, json.dumps(exc.to_body()).encode(), _error_headers(exc))
             except Exception as exc:  # the call fails, the app keeps serving
                 log.exception("invocation handler failed", extra={"method": request.method})
                 error = NatriumError(Codes.DIRECT_INVOKE, f"failed to invoke, id: {self.app_id}, err: {exc}")
                 fail(active, error.code)
                 await self._reply(msg, json.dumps(error.to_body()).encode(), _error_headers(error))
+        METRICS.invocations_served.labels(self.app_id, str(status)).inc()
+        METRICS.invocation_seconds.labels(self.app_id).observe(time.perf_counter() - started)
 
     async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
         if not msg.reply:

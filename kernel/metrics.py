@@ -136,6 +136,25 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.invocations_sent = Counter(
+            "natrium_invocations_sent",
+            "Service invocations made, by target app and outcome (the callee's HTTP status or an error code).",
+            ["app_id", "outcome"],
+            registry=r,
+        )
+        self.invocations_served = Counter(
+            "natrium_invocations_served",
+            "Service invocations an app answered, by the HTTP status of the answer.",
+            ["app_id", "status"],
+            registry=r,
+        )
+        self.invocation_seconds = Histogram(
+            "natrium_invocation_served_seconds",
+            "Time from receiving an invocation to replying to it (the app's own time included).",
+            ["app_id"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def for_endpoint(self, block: str, operation: str) -> RequestMetrics:

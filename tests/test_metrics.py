@@ -211,3 +211,36 @@ async def test_taken_metrics_port_is_a_clear_error() -> None:
         with pytest.raises(NatriumError) as caught:
             start_metrics_server(port, host="127.0.0.1", metrics=Metrics())
     assert caught.value.code == "ERR_PORT_IN_USE"
+
+
+async def test_invocations_are_counted_by_the_caller_and_by_the_callee(nc: Any, subjects: Any) -> None:
+    from adapters.sdk import App, InvokeRequest
+    from adapters.sdk import Client as SdkClient
+    from tests.conftest import unique
+
+    app_id = unique("metered-")
+    app = App(app_id)
+
+    @app.method("ok")
+    async def ok(request: InvokeRequest) -> dict[str, bool]:
+        return {"ok": True}
+
+    await app.start(client=SdkClient(nc, app_id=app_id, subjects=subjects))
+    caller = SdkClient(nc, app_id="meter-caller", subjects=subjects)
+    before = scrape()
+    try:
+        for _ in range(3):
+            assert (await caller.invoke(app_id, "ok")).status == 200
+        assert (await caller.invoke(app_id, "missing")).status == 404
+        nobody = unique("nobody-")
+        with pytest.raises(NatriumError):
+            await caller.invoke(nobody, "x", timeout=0.5)
+    finally:
+        await app.stop()
+    after = scrape()
+    assert delta(before, after, "natrium_invocations_sent_total", app_id=app_id, outcome="200") == 3
+    assert delta(before, after, "natrium_invocations_sent_total", app_id=app_id, outcome="404") == 1
+    assert delta(before, after, "natrium_invocations_served_total", app_id=app_id, status="200") == 3
+    assert delta(before, after, "natrium_invocations_served_total", app_id=app_id, status="404") == 1
+    assert delta(before, after, "natrium_invocation_served_seconds_count", app_id=app_id) == 4
+    assert delta(before, after, "natrium_invocations_sent_total", app_id=nobody, outcome="ERR_DIRECT_INVOKE") == 1
