@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client
 
+from kernel.errors import NatriumError
 from kernel.nats_server import EmbeddedNatsServer
 from tests.conftest import NATRIUM, REPO, free_port, subprocess_env, wait_until
 from tests.natrium_process import NatriumProcess, run_ports
@@ -349,6 +350,35 @@ async def test_python_sdk_methods_on_the_bus(nc: Client, subjects: Any) -> None:
         await app.stop()
         await client.session.close()
         await runner.cleanup()
+
+
+async def test_sdk_app_enforces_access_control_from_its_resources(nc: Client, subjects: Any, tmp_path: Path) -> None:
+    from adapters.sdk import App, InvokeRequest
+    from adapters.sdk import Client as SdkClient
+
+    (tmp_path / "config.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: acl}\nspec:\n"
+        "  accessControl:\n    defaultAction: deny\n    policies:\n"
+        "    - appId: friend\n      defaultAction: deny\n"
+        "      operations: [{name: /read/*, httpVerb: [GET], action: allow}]\n"
+        "scopes: [guarded]\n"
+    )
+    app = App("guarded", resources=tmp_path)
+
+    @app.method("read/item")
+    async def read(request: InvokeRequest) -> str:
+        return "item"
+
+    await app.start(client=SdkClient(nc, app_id="guarded", subjects=subjects))
+    try:
+        friend = SdkClient(nc, app_id="friend", subjects=subjects)
+        assert (await friend.invoke("guarded", "read/item", verb="GET")).body == b"item"
+        for caller, verb in (("friend", "POST"), ("intruder", "GET")):
+            with pytest.raises(NatriumError) as denied:
+                await SdkClient(nc, app_id=caller, subjects=subjects).invoke("guarded", "read/item", verb=verb)
+            assert (denied.value.code, denied.value.status) == ("ERR_PERMISSION_DENIED", 403)
+    finally:
+        await app.stop()
 
 
 async def test_resiliency_timeout_gives_a_clear_error(apps: Any, tmp_path: Path) -> None:

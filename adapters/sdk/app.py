@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters import access
 from adapters.actors.host import ActorHost
 from adapters.delivery import Drop, Event, Handler, Status
 from adapters.invocation import InvocationServer, InvokeRequest, InvokeResponse, to_response
@@ -53,6 +54,8 @@ class App:
         self._programmatic: dict[tuple[str, str], _TopicRoutes] = {}
         self._methods: dict[str, Callable[[InvokeRequest], Awaitable[Any]]] = {}
         self._server: InvocationServer | None = None
+        self._acl = access.AccessControl()
+        """From the `Configuration` resources in `resources` scoped to this app (allow all without)."""
         self._actor_classes: list[type[Actor]] = []
         self._actor_config: dict[str, Any] = {}
         self.actor_host: ActorHost | None = None
@@ -72,6 +75,7 @@ class App:
         return register
 
     async def _serve_method(self, request: InvokeRequest) -> InvokeResponse:
+        self._acl.check(request.caller, request.verb, request.method, self.app_id)
         handler = self._methods.get(request.method.strip("/"))
         if handler is None:
             body = json.dumps({"errorCode": "ERR_METHOD_NOT_FOUND", "message": f"no method {request.method}"})
@@ -154,6 +158,8 @@ class App:
     async def start(self, url: str | None = None, *, client: Client | None = None) -> Client:
         """Subscribe everything, on `client` when given (its app id is used), else on a new connection."""
         specs = self.subscriptions()
+        if self.resources is not None:
+            self._acl = access.from_resources(load_components(self.resources).resources, self.app_id)
         self.client = client or await Client.connect(url, app_id=self.app_id)
         for spec in specs:
             await self.client.subscribe(
