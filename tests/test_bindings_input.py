@@ -241,6 +241,22 @@ async def test_cron_fires_once_per_tick_across_two_service_replicas(nc: Client, 
         assert all(e.data == json.dumps({"schedule": "@every 1s"}).encode() for e in events)
 
 
+async def test_cron_with_six_fields_fires_every_second(nc: Client, subjects: Subjects) -> None:
+    """Dapr's cron has a seconds field first: `* * * * * *` is once a second."""
+    component = binding("sixfields", "cron", schedule="* * * * * *")
+    async with bindings_service(nc, subjects, component):
+        sdk = SdkClient(nc, app_id="sixer", subjects=subjects)
+        inbox = Received()
+        await sdk.subscribe_binding("sixfields", inbox)
+        try:
+            events = list(await inbox.wait(2, timeout=10))
+        finally:
+            for subscription in sdk._binding_inputs:
+                await subscription.stop()
+    seconds = [e.metadata["readTimeUTC"][:19] for e in events]
+    assert len(set(seconds)) == len(seconds) and {e.metadata["schedule"] for e in events} == {"* * * * * *"}
+
+
 async def _wait_received(run: Run, count: int) -> list[dict[str, Any]]:
     async def enough() -> bool:
         status, body, _ = await http("GET", f"http://127.0.0.1:{run.app_port}/received")

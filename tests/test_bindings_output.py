@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
+from kernel.components import Component
 from kernel.errors import NatriumError
 from kernel.subjects import Subjects
 from tests.bindings_runtime import POSTGRES, REDIS, binding, bindings_service, require
@@ -204,9 +206,13 @@ async def test_unreachable_targets_fail_within_the_component_timeout(nc: Client,
     ]
     async with bindings_service(nc, subjects, *components) as bindings:
         calls = {"web": "get", "cache": "get", "db": "query", "mq": "create", "mqtt": "create", "bus": "request"}
+        loop = asyncio.get_running_loop()
         for name, operation in calls.items():
+            started = loop.time()
             with pytest.raises(NatriumError) as failed:
                 await bindings.invoke(name, operation, key="k", sql="SELECT 1", timeout=15)
+            # Bounded by the 1s timeouts (plus a connect retry or two), far from the caller's 15s.
+            assert loop.time() - started < 6, (name, loop.time() - started)
             assert failed.value.code == "ERR_INVOKE_OUTPUT_BINDING", (name, failed.value)
             assert failed.value.message.startswith(f"error invoking output binding {name}: "), failed.value.message
 
@@ -233,3 +239,22 @@ async def test_bad_metadata_stops_the_component_with_a_clear_error(
             pass
     assert invalid.value.code == "ERR_COMPONENT_INVALID"
     assert why in invalid.value.message
+
+
+async def test_a_scoped_binding_serves_only_the_apps_its_scopes_name(
+    nc: Client, subjects: Subjects, tmp_path: Path
+) -> None:
+    from adapters.sdk import Client as SdkClient
+
+    scoped = Component(
+        name="private-disk", type="bindings.localstorage", metadata={"rootPath": str(tmp_path)}, scopes=("owner",)
+    )
+    async with bindings_service(nc, subjects, scoped):
+        owner = SdkClient(nc, app_id="owner", subjects=subjects)
+        await owner.invoke_binding("private-disk", "create", b'"mine!"', metadata={"fileName": "f"})
+        assert (tmp_path / "f").read_bytes() == b"mine!"
+        with pytest.raises(NatriumError) as refused:
+            await SdkClient(nc, app_id="stranger", subjects=subjects).invoke_binding(
+                "private-disk", "get", metadata={"fileName": "f"}
+            )
+        assert refused.value.code == "ERR_INVOKE_OUTPUT_BINDING" and "couldn't find" in refused.value.message
