@@ -534,3 +534,25 @@ async def test_a_partitioned_node_loses_no_acknowledged_write(tmp_path: Path, ne
         if nc is not None:
             await nc.close()
         await cluster.stop()
+
+
+# -- natrium up on an existing cluster -----------------------------------------------------------
+
+
+async def test_up_with_nats_url_joins_the_cluster_instead_of_embedding_a_server(tmp_path: Path) -> None:
+    from tests.test_cli import Up, curl
+
+    cluster = await LocalCluster(tmp_path / "cluster").start()
+    env = subprocess_env(NATS_USER=cluster.user, NATS_PASSWORD=cluster.password)
+    up = Up("--nats-url", cluster.url, "--data-dir", str(tmp_path / "unused"), "--root", unique("up"), env=env)
+    try:
+        await up.start()
+        assert "(external)" in "".join(up.stderr)
+        assert not (tmp_path / "unused").exists()  # no embedded server, no store of its own
+        status, _, _ = await curl("POST", f"{up.base}/v1.0/state/statestore", [{"key": "joined", "value": 1}])
+        assert status == 204
+        status, _, body = await curl("GET", f"{up.base}/v1.0/state/statestore/joined")
+        assert (status, body) == (200, b"1")
+    finally:
+        await up.stop()
+        await cluster.stop()
