@@ -67,6 +67,27 @@ async def test_up_answers_the_readme_curls_and_stops_on_ctrl_c(tmp_path: Path) -
         code = await up.stop()
     assert code == 0
     assert "natrium stopped" in "".join(up.stderr)
+    services = {line["service"] for line in json_lines(up.stderr) if line["level"] == "info"}
+    assert {"up", "gateway", "service-state", "service-pubsub"} <= services
+
+
+def json_lines(stderr: list[str]) -> list[dict[str, object]]:
+    """The structured log lines of a run (stderr is no terminal here, so they are JSON)."""
+    return [json.loads(line) for line in stderr if line.startswith("{")]
+
+
+async def test_log_level_reaches_every_process_of_up(tmp_path: Path) -> None:
+    up = await Up("--data-dir", str(tmp_path / "data"), "--log-level", "warning").start()
+    try:
+        status, _, _ = await curl("POST", f"{up.base}/v1.0/state/nostore", [{"key": "k", "value": 1}])
+        assert status == 400
+    finally:
+        code = await up.stop()
+    assert code == 0
+    lines = json_lines(up.stderr)
+    assert [line for line in lines if line["level"] in ("debug", "info")] == []
+    for line in lines:  # what does get through is whole: who said it and where it ran
+        assert {"time", "level", "service", "replica", "logger", "msg"} <= line.keys()
 
 
 def free_port_range(count: int) -> int:

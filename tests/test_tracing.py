@@ -617,3 +617,62 @@ async def test_an_http_apps_event_request_carries_the_publishers_trace(
     assert envelope["traceparent"] == f"00-{TRACE_ID:032x}-{service.context.span_id:016x}-01"
     # The app's request is a child of the delivery span, in the publisher's trace.
     assert traceparent == f"00-{TRACE_ID:032x}-{delivery.context.span_id:016x}-01"
+
+
+async def test_a_nested_invoke_from_the_app_stays_in_the_callers_trace(
+    nc: Client, subjects: Subjects, spans: InMemorySpanExporter
+) -> None:
+    """invoke -> shop -> (shop calls the gateway with the traceparent it got) -> stock: one trace, each
+    hop the child of the one before."""
+    client, runner = await gateway_for(nc, subjects)
+    stock_saw: list[str] = []
+
+    async def items(request: web.Request) -> web.Response:
+        url = client.url("/v1.0/invoke/stock/method/count")
+        headers = {"traceparent": request.headers["traceparent"]}
+        async with client.session.post(url, json={}, headers=headers) as nested:
+            return web.json_response({"stock": await nested.json()})
+
+    async def count(request: web.Request) -> web.Response:
+        stock_saw.append(request.headers.get("traceparent", ""))
+        return web.json_response(7)
+
+    apps: list[tuple[web.AppRunner, HttpApp, InvocationServer]] = []
+    for app_id, path, handler in (("shop", "/items", items), ("stock", "/count", count)):
+        app_runner = web.AppRunner(web.Application())
+        app_runner.app.router.add_post(path, handler)
+        await app_runner.setup()
+        port = free_port()
+        await web.TCPSite(app_runner, "127.0.0.1", port).start()
+        channel = HttpApp(app_id, port)
+        await channel.open()
+        server = InvocationServer(nc, subjects, app_id, channel.forward)
+        await server.start()
+        apps.append((app_runner, channel, server))
+    try:
+        url = client.url("/v1.0/invoke/shop/method/items")
+        async with client.session.post(url, json={}, headers={"traceparent": TRACEPARENT}) as response:
+            assert response.status == 200 and await response.json() == {"stock": 7}
+        serve_items = await ended(spans, "serve /items")
+        serve_count = named(spans, "serve /count")
+        call_shop = named(spans, "invoke shop/items")
+        call_stock = named(spans, "invoke stock/count")
+        outer, inner = sorted(
+            (s for s in spans.get_finished_spans() if s.name.startswith("POST /v1.0/invoke/")),
+            key=lambda s: s.start_time or 0,
+        )
+    finally:
+        await client.session.close()
+        await runner.cleanup()
+        for app_runner, channel, server in apps:
+            await server.stop()
+            await channel.close()
+            await app_runner.cleanup()
+
+    assert_child(call_shop, outer)
+    assert_child(serve_items, call_shop)
+    assert_child(inner, serve_items)  # the app's own request continues the span it was handed
+    assert_child(call_stock, inner)
+    assert_child(serve_count, call_stock)
+    assert serve_count.context is not None
+    assert stock_saw == [f"00-{TRACE_ID:032x}-{serve_count.context.span_id:016x}-01"]
