@@ -33,7 +33,7 @@ from kernel.errors import Codes, NatriumError
 from kernel.metrics import METRICS
 from kernel.subjects import Subjects
 from kernel.tracing import extract, fail, inject, span
-from schemas.invoke import CALLER, HOP_BY_HOP, PATH, QUERY, STATUS, VERB
+from schemas.invoke import CALLER, GRPC_STATUS, HOP_BY_HOP, PATH, QUERY, STATUS, VERB
 
 __all__ = [
     "InvocationServer",
@@ -70,6 +70,8 @@ class InvokeResponse:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    grpc_code: int | None = None
+    """A gRPC callee's status code when it failed; None for HTTP apps."""
 
     @property
     def failed(self) -> bool:
@@ -131,7 +133,15 @@ async def invoke(
         return await _one_call(nc, subject, request, headers, limit or timeout)
 
     try:
-        response = await attempt(None) if policy is None else await policy.call(attempt, lambda r: r.failed)
+        if policy is None:
+            response = await attempt(None)
+        else:
+            retry = policy.retry
+            response = await policy.call(
+                attempt,
+                lambda r: r.failed,
+                answer_retriable=lambda r: retry is None or retry.retries_answer(r.status, r.grpc_code),
+            )
     except NatriumError as exc:
         METRICS.invocations_sent.labels(request.app_id, exc.code).inc()
         raise
@@ -179,7 +189,13 @@ async def _one_call(
             raise NatriumError.from_body(
                 int(reply_headers[ERROR_CODE_HEADER]), body, reply_headers.get(ERROR_HEADER, "")
             )
-        response = InvokeResponse(int(reply_headers.pop(STATUS, "200")), reply_headers, msg.data)
+        grpc_code = reply_headers.pop(GRPC_STATUS, None)
+        response = InvokeResponse(
+            int(reply_headers.pop(STATUS, "200")),
+            reply_headers,
+            msg.data,
+            int(grpc_code) if grpc_code is not None else None,
+        )
         _answered(active, response)
         return response
 
@@ -284,6 +300,8 @@ class InvocationServer:
                 _answered(active, response)
                 reply_headers = forwardable(response.headers)
                 reply_headers[STATUS] = str(response.status)
+                if response.grpc_code is not None:
+                    reply_headers[GRPC_STATUS] = str(response.grpc_code)
                 status = response.status
                 await self._reply(msg, response.body, reply_headers)
             except NatriumError as exc:

@@ -38,6 +38,10 @@ class RetryPolicy:
     initial_interval: float = 0.5
     multiplier: float = 1.5
     max_interval: float = 60.0
+    http_codes: frozenset[int] = frozenset()
+    """`matching.httpStatusCodes`: the failed HTTP answers worth another try; empty means all."""
+    grpc_codes: frozenset[int] = frozenset()
+    """`matching.gRPCStatusCodes`: the same for a gRPC callee's status codes."""
 
     def delay(self, attempt: int) -> float:
         """Wait before retry number `attempt` (1-based)."""
@@ -47,6 +51,12 @@ class RetryPolicy:
 
     def allows(self, attempt: int) -> bool:
         return self.max_retries < 0 or attempt <= self.max_retries
+
+    def retries_answer(self, status: int, grpc_code: int | None = None) -> bool:
+        """Whether a failed answer (not an error: those follow `retriable`) is tried again."""
+        if grpc_code is not None:
+            return not self.grpc_codes or grpc_code in self.grpc_codes
+        return not self.http_codes or status in self.http_codes
 
 
 @dataclass
@@ -122,9 +132,11 @@ class AppPolicy:
         attempt_call: Callable[[float | None], Awaitable[T]],
         failed: Callable[[T], bool],
         retriable: Callable[[NatriumError], bool] = lambda error: True,
+        answer_retriable: Callable[[T], bool] = lambda result: True,
     ) -> T:
         """Run `attempt_call(timeout)` under the policy; `failed(result)` says whether an answer
-        counts as failure, `retriable(error)` whether an error may be tried again."""
+        counts as failure, `retriable(error)` whether an error may be tried again and
+        `answer_retriable(result)` whether a failed answer may."""
         attempt = 0
         while True:
             if self.breaker:
@@ -139,7 +151,10 @@ class AppPolicy:
             if self.breaker:
                 self.breaker.record(ok)
             attempt += 1
-            final = error is not None and not retriable(error)
+            if error is not None:
+                final = not retriable(error)
+            else:
+                final = not ok and not answer_retriable(result)  # type: ignore[arg-type]
             if ok or final or self.retry is None or not self.retry.allows(attempt):
                 if error is not None:
                     raise error
@@ -227,7 +242,27 @@ def _retry(spec: dict[str, Any]) -> RetryPolicy:
         initial_interval=parse_duration(spec.get("initialInterval", "500ms")),
         multiplier=float(spec.get("multiplier", 1.5)),
         max_interval=parse_duration(spec.get("maxInterval", "60s")),
+        http_codes=_codes((spec.get("matching") or {}).get("httpStatusCodes"), 100, 599, "httpStatusCodes"),
+        grpc_codes=_codes((spec.get("matching") or {}).get("gRPCStatusCodes"), 0, 16, "gRPCStatusCodes"),
     )
+
+
+def _codes(text: Any, low: int, high: int, field: str) -> frozenset[int]:
+    """Dapr's code list: "429,500-599" -> those codes; empty or unset -> none listed (retry all)."""
+    codes: set[int] = set()
+    for part in str(text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        try:
+            start, end = int(first), int(last or first)
+        except ValueError:
+            raise ValueError(f"matching.{field}: {part!r} is not a code or a range") from None
+        if not low <= start <= end <= high:
+            raise ValueError(f"matching.{field}: {part!r} is outside {low}-{high}")
+        codes.update(range(start, end + 1))
+    return frozenset(codes)
 
 
 def _named(table: dict[str, Any], ref: str | None, name: str, kind: str) -> Any:

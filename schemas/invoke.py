@@ -22,6 +22,9 @@ CALLER = "dapr-caller-app-id"
 """The calling app's id, as daprd adds it."""
 STATUS = "Natrium-Status"
 """In the reply: the callee's HTTP status. The reply body and headers are the callee's."""
+GRPC_STATUS = "Natrium-Grpc-Status"
+"""In the reply of a gRPC app that failed: its gRPC status code (STATUS holds the HTTP mapping),
+which a retry's `matching.gRPCStatusCodes` is matched against."""
 
 # Never forwarded: they describe one HTTP connection, not the call.
 HOP_BY_HOP = frozenset(

@@ -133,7 +133,8 @@ class GrpcApp:
                 raise NatriumError(
                     Codes.DIRECT_INVOKE, f"failed to invoke, id: {self.app_id}, err: the app is not reachable"
                 ) from None
-            return InvokeResponse(status, {"Content-Type": "text/plain"}, (exc.details() or "").encode())
+            details = (exc.details() or "").encode()
+            return InvokeResponse(status, {"Content-Type": "text/plain"}, details, exc.code().value[0])
         reply_headers = {str(k): v for k, v in (initial or ()) if isinstance(v, str)}
         if reply.content_type:
             reply_headers["Content-Type"] = reply.content_type
