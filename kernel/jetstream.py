@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import nats.errors
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError, ServerError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
 from kernel.components import Component
@@ -69,7 +69,7 @@ async def publish(nc: Client, subject: str, payload: bytes, headers: dict[str, s
 
 
 def transport_errors_as(code: str) -> Callable[[F], F]:
-    """Report JetStream being unreachable (or a too-large message) as the operation's Dapr code."""
+    """Report JetStream being unreachable or leaderless (or a too-large message) as the operation's Dapr code."""
 
     def wrap(method: F) -> F:
         @functools.wraps(method)
@@ -78,6 +78,9 @@ def transport_errors_as(code: str) -> Callable[[F], F]:
                 return await method(*args, **kwargs)
             except _TRANSPORT as exc:
                 raise NatriumError(code, f"JetStream did not answer: {type(exc).__name__}", retryable=True) from None
+            except ServiceUnavailableError as exc:
+                # 503 / 10008 while a stream elects a leader (a partition, a node restart): transient.
+                raise NatriumError(code, f"JetStream unavailable: {exc.description}", retryable=True) from None
             except nats.errors.MaxPayloadError:
                 raise NatriumError(code, "message is over the NATS max payload", status=500) from None
 
