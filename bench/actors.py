@@ -50,6 +50,7 @@ if str(REPO) not in sys.path:
 
 from adapters.actors.client import ActorClient  # noqa: E402
 from bench.state import percentile, start_natrium, stop_process, wait_until  # noqa: E402
+from kernel import eventloop  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 from kernel.process import die_with_parent  # noqa: E402
 from kernel.subjects import Subjects  # noqa: E402
@@ -290,4 +291,4 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calls per measure")
-    asyncio.run(main(QUICK if parser.parse_args().quick else NORMAL))
+    eventloop.run(main(QUICK if parser.parse_args().quick else NORMAL))

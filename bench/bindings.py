@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from kernel import eventloop  # noqa: E402
 from kernel.client import BusClient  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 
@@ -252,4 +253,4 @@ spec:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer ops per cell")
-    asyncio.run(main(parser.parse_args().quick))
+    eventloop.run(main(parser.parse_args().quick))

@@ -60,6 +60,7 @@ from nats.aio.client import Client  # noqa: E402
 from nats.js.api import KeyValueConfig  # noqa: E402
 
 from adapters.invocation import InvokeRequest, invoke  # noqa: E402
+from kernel import eventloop  # noqa: E402
 from kernel.client import BusClient  # noqa: E402
 from kernel.connection import ConnectionSettings, connect  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
@@ -274,4 +275,4 @@ def report(results: dict[str, dict[int, dict[str, dict[str, float]]]], quick: bo
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 s per cell instead of 5 s")
-    asyncio.run(main(parser.parse_args().quick))
+    eventloop.run(main(parser.parse_args().quick))

@@ -57,6 +57,7 @@ if str(REPO) not in sys.path:
 from state import environment, free_port, percentile, start_natrium, stop_process, wait_until  # noqa: E402
 
 from adapters.sdk import Client  # noqa: E402
+from kernel import eventloop  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 from kernel.process import die_with_parent  # noqa: E402
 from kernel.subjects import Subjects  # noqa: E402
@@ -471,7 +472,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two short rounds (~30 s instead of ~1.5 min)")
     args = parser.parse_args()
-    asyncio.run(bench(QUICK if args.quick else NORMAL))
+    eventloop.run(bench(QUICK if args.quick else NORMAL))
 
 
 if __name__ == "__main__":

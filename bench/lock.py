@@ -64,6 +64,7 @@ from state import (  # noqa: E402
     wait_until,
 )
 
+from kernel import eventloop  # noqa: E402
 from kernel.client import BusClient  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 from kernel.subjects import Subjects  # noqa: E402
@@ -400,7 +401,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer ops per cell (~20 s instead of ~1 min)")
     args = parser.parse_args()
-    asyncio.run(bench(QUICK if args.quick else NORMAL))
+    eventloop.run(bench(QUICK if args.quick else NORMAL))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ from state import (  # noqa: E402
 )
 
 from adapters.sdk import Client, Event  # noqa: E402
+from kernel import eventloop  # noqa: E402
 from kernel.cloudevents import new_envelope  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 
@@ -531,7 +532,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter cells, fewer events (~25 s instead of ~1 min)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(bench(QUICK if args.quick else NORMAL)))
+    sys.exit(eventloop.run(bench(QUICK if args.quick else NORMAL)))
 
 
 if __name__ == "__main__":

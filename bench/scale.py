@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
 
 from bench.state import environment, run_op, start_natrium, stop_process  # noqa: E402
 from deploy.local_cluster import LocalCluster  # noqa: E402
+from kernel import eventloop  # noqa: E402
 from kernel.client import BusClient  # noqa: E402
 from kernel.errors import NatriumError  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
@@ -218,7 +219,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer ops per cell")
     args = parser.parse_args()
     os.environ.setdefault("NATRIUM_LOG_LEVEL", "warning")
-    asyncio.run(bench(1000 if args.quick else 4000))
+    eventloop.run(bench(1000 if args.quick else 4000))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from kernel import eventloop  # noqa: E402
 from kernel.client import BusClient  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 from kernel.process import die_with_parent  # noqa: E402
@@ -431,7 +432,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = QUICK if args.quick else NORMAL
-    asyncio.run(bench(dataclasses.replace(settings, tracing=args.tracing)))
+    eventloop.run(bench(dataclasses.replace(settings, tracing=args.tracing)))
 
 
 if __name__ == "__main__":

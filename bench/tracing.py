@@ -81,6 +81,7 @@ from state import (  # noqa: E402
     wait_until,
 )
 
+from kernel import eventloop  # noqa: E402
 from kernel.client import BusClient  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 from kernel.subjects import Subjects  # noqa: E402
@@ -319,7 +320,7 @@ def main() -> None:
     settings = QUICK if args.quick else NORMAL
     if args.concurrency:
         settings = Settings(settings.ops, settings.rounds, settings.warmup, args.concurrency, settings.mode)
-    asyncio.run(bench(settings))
+    eventloop.run(bench(settings))
 
 
 if __name__ == "__main__":

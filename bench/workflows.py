@@ -48,6 +48,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from adapters.sdk.workflow import DaprWorkflowClient, WorkflowStatus  # noqa: E402
+from kernel import eventloop  # noqa: E402
 from kernel.errors import NatriumError  # noqa: E402
 from kernel.nats_server import EmbeddedNatsServer  # noqa: E402
 from kernel.process import die_with_parent  # noqa: E402
@@ -309,7 +310,7 @@ def main() -> None:
     args.chains = 200 if args.quick else 1000
     args.fanouts = 5 if args.quick else 20
     args.empties = 100 if args.quick else 300
-    summary = asyncio.run(bench(args))
+    summary = eventloop.run(bench(args))
     print("\n" + json.dumps(summary, separators=(",", ":")))
 
 

@@ -270,7 +270,7 @@ class BlockService:
         try:
             return endpoint.request_model.model_validate({} if body is None else body)
         except ValidationError as exc:
-            raise malformed(describe_validation_error(exc)) from None
+            raise coded_error(exc) or malformed(describe_validation_error(exc)) from None
 
     async def _respond_error(self, msg: Msg, error: NatriumError, encoding: Encoding) -> None:
         headers = content_headers(encoding)
@@ -338,6 +338,19 @@ def reply_body(reply: BaseModel | None, encoding: Encoding) -> bytes:
         return b""
     mode = "json" if encoding is Encoding.JSON else "python"
     return encode(reply.model_dump(mode=mode, by_alias=True, exclude_none=True), encoding)
+
+
+CODED_ERROR = "natrium_coded"
+"""The pydantic error type of a schema check that carries its own Dapr code (`ctx`: code, status)."""
+
+
+def coded_error(exc: ValidationError) -> NatriumError | None:
+    """The Dapr error a schema validator named (an empty topic is ERR_TOPIC_NAME_EMPTY, not a
+    malformed body), when one did."""
+    for err in exc.errors():
+        if err["type"] == CODED_ERROR and "ctx" in err:
+            return NatriumError(err["ctx"]["code"], err["msg"], status=int(err["ctx"]["status"]))
+    return None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

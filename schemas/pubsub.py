@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "BulkEntry",
@@ -29,7 +30,8 @@ class _Model(BaseModel):
 
 def _topic(value: str) -> str:
     if not value:
-        raise ValueError("topic is empty")
+        # Dapr's own code and status for it, as the HTTP route gives (kernel.service.coded_error)
+        raise PydanticCustomError("natrium_coded", "topic is empty", {"code": "ERR_TOPIC_NAME_EMPTY", "status": 404})
     return value
 
 

@@ -219,7 +219,9 @@ async def test_bulk_publish_over_the_bus_reports_failed_entries(pubsub: PubsubRu
 @pytest.mark.parametrize(
     "operation, body, code, status",
     [
-        ("publish", {"topic": "", "data": b"x"}, "ERR_MALFORMED_REQUEST", 400),
+        ("publish", {"topic": "", "data": b"x"}, "ERR_TOPIC_NAME_EMPTY", 404),
+        ("bulkpublish", {"topic": "", "entries": []}, "ERR_TOPIC_NAME_EMPTY", 404),
+        ("publish", {"data": b"x"}, "ERR_MALFORMED_REQUEST", 400),
         (
             "publish",
             {"topic": "t", "data": b"x", "metadata": {"ttlInSeconds": "soon"}},

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from kernel import eventloop
 from kernel.errors import NatriumError
 
 __all__ = ["run_until_signal"]
@@ -34,7 +35,7 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) ->
     gc.collect()
     gc.freeze()
     try:
-        return asyncio.run(runner())
+        return eventloop.run(runner())
     except NatriumError as exc:
         click.echo(f"error: {exc.message} ({exc.code})", err=True)
         sys.exit(1)
