@@ -7,20 +7,18 @@ is not installed at all. Trace context still flows: `traceparent` is passed on h
 request that arrives without one gets fresh ids, so every log line carries a trace id either way.
 
 Sampling follows `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`,
-as in OpenTelemetry), but natrium decides before the SDK is called: a request that is not sampled
+as in OpenTelemetry), but natrium decides before any span is made: a request that is not sampled
 takes the same path as tracing off (its context made current, ids passed on with the sampled flag
-00 so the next hops skip it too), and only sampled ones pay for an SDK span (~35 us each on the
-2-core dev machine, a third of it the SDK checking attribute values). Measured with
-bench/tracing.py (state bus and HTTP get/save, HTTP invoke through `natrium run`, concurrency 16,
-2 shared cores): recording every request costs 15-25% of throughput and ~40% more CPU per request
-in natrium's processes; `parentbased_traceidratio` at 0.1 costs 2-8% of throughput and 5-10% of
-CPU, within the run-to-run noise (±5-8%) of two identical untraced setups. A span that is sampled
-is started with `start_span` and one context attach in `SpanScope`, ~10% cheaper than
-`start_as_current_span`'s nested context managers.
+00 so the next hops skip it too). A sampled one is recorded by kernel/spans.py (~5 us, against
+~37 us for the SDK's `start_span`) and handed to the SDK's export processors at its end. Measured
+with bench/tracing.py (state bus and HTTP get/save, HTTP invoke through `natrium run`,
+concurrency 16, 2 shared cores, uvloop): recording every request costs 8-14% of throughput (mean
+~10%) and 10-22% more CPU per request in natrium's processes; `parentbased_traceidratio` at 0.1
+costs 0-3%, within the run-to-run noise (±2-7%) of two identical untraced setups.
 
 `OTEL_TRACES_EXPORTER=natrium-null` records spans and exports them nowhere: it is for benchmarks
 (bench/tracing.py), to measure what recording costs without an exporter's own cost.
-Tests record into their own provider with `use_provider()`.
+Tests record into their own span processor with `use_processor()`.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import Token
 from dataclasses import dataclass, field
@@ -42,7 +39,10 @@ from opentelemetry.util.types import AttributeValue
 from kernel.subjects import decode_token
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
+
+    from kernel.spans import SpanSink
 
 __all__ = [
     "Attributes",
@@ -56,8 +56,7 @@ __all__ = [
     "recording",
     "setup_tracing",
     "span",
-    "tracer",
-    "use_provider",
+    "use_processor",
 ]
 
 _propagator = TraceContextTextMapPropagator()
@@ -130,15 +129,13 @@ class Sampler:
 
 
 _recording = False
-_tracer: trace.Tracer | None = None
+_sink: SpanSink | None = None
 _sampler = Sampler()
-_root_trace_id = threading.local()
-"""The trace id natrium drew and sampled for the root span being started: the SDK takes it."""
 
 
 def setup_tracing(service_name: str) -> None:
     """Install the SDK tracer provider when an exporter is configured; later calls are no-ops."""
-    global _recording, _tracer, _sampler
+    global _recording, _sink, _sampler
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
     if _recording or exporter_name in ("", "none") or os.environ.get("OTEL_SDK_DISABLED") == "true":
         return
@@ -147,17 +144,21 @@ def setup_tracing(service_name: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+    from kernel.spans import SpanSink
+
     # A comma list, as the OpenTelemetry variables allow: `console,otlp` exports to both.
     exporters = [e for e in (_exporter(name.strip()) for name in exporter_name.split(",")) if e is not None]
     if not exporters:
         return
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    # ALWAYS_ON: the SDK is only asked for spans natrium has already sampled.
+    processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+    # natrium records its own spans (kernel/spans.py) into these processors; the provider owns
+    # them too, so its exit hook flushes what is batched, and other code's tracers export alike.
     provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in processors:
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    _recording, _tracer, _sampler = True, _natrium_tracer(provider), Sampler.from_env()
+    _recording, _sink, _sampler = True, SpanSink(processors, resource), Sampler.from_env()
 
 
 def _exporter(name: str) -> SpanExporter | None:
@@ -211,57 +212,27 @@ def _null_exporter() -> SpanExporter:
     return NullExporter()
 
 
-def _natrium_tracer(provider: trace.TracerProvider) -> trace.Tracer:
-    """The provider's tracer, its trace ids drawn by natrium so a sampled root keeps the id it was sampled on."""
-    from opentelemetry.sdk.trace import Tracer
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
+def use_processor(processor: SpanProcessor | None, sampler: Sampler | None = None) -> None:
+    """Test hook: record this process's sampled spans into `processor` (sampled by `sampler`, else
+    as the environment says); None turns recording off again.
 
-    class RootIds(IdGenerator):
-        """Random ids, except a root's trace id that natrium drew (and sampled) first."""
-
-        def generate_trace_id(self) -> int:
-            drawn: int = getattr(_root_trace_id, "value", 0)
-            if drawn:
-                _root_trace_id.value = 0
-                return drawn
-            return random.getrandbits(128) or 1
-
-        def generate_span_id(self) -> int:
-            return random.getrandbits(64) or 1
-
-        def is_trace_id_random(self) -> bool:
-            return True
-
-    found = provider.get_tracer("natrium")
-    if isinstance(found, Tracer):
-        found.id_generator = RootIds()
-    return found
-
-
-def use_provider(provider: trace.TracerProvider | None, sampler: Sampler | None = None) -> None:
-    """Test hook: record this process's spans into `provider` (sampled by `sampler`, else as the
-    environment says); None turns recording off again.
-
-    The global provider can be set only once per process, so tests hand theirs in here instead.
-    Give it `sampler=ALWAYS_ON`: natrium makes the sampling decisions.
+    The global provider can be set only once per process, so tests hand their processor in here.
     """
-    global _recording, _tracer, _sampler
-    if provider is None:
-        _recording, _tracer, _sampler = False, None, Sampler()
+    global _recording, _sink, _sampler
+    if processor is None:
+        _recording, _sink, _sampler = False, None, Sampler()
     else:
-        _recording, _tracer, _sampler = True, _natrium_tracer(provider), sampler or Sampler.from_env()
+        from opentelemetry.sdk.resources import Resource
+
+        from kernel.spans import SpanSink
+
+        resource = Resource.create({"service.name": "natrium"})
+        _recording, _sink, _sampler = True, SpanSink([processor], resource), sampler or Sampler.from_env()
 
 
 def recording() -> bool:
     """Whether sampled spans are recorded and exported in this process."""
     return _recording
-
-
-def tracer() -> trace.Tracer:
-    global _tracer
-    if _tracer is None:
-        _tracer = trace.get_tracer("natrium")
-    return _tracer
 
 
 H = TypeVar("H", bound=MutableMapping[str, str])
@@ -360,11 +331,11 @@ class SpanScope:
             above = trace.get_current_span(ctx).get_span_context()
             if above.is_valid:
                 if _sampler.child(above):
-                    return self._start(None)
+                    return self._start(above, None)
             else:
                 trace_id = random.getrandbits(128) or 1
                 if _sampler.root(trace_id):
-                    return self._start(trace_id)
+                    return self._start(above, trace_id)
                 # Not sampled: fresh ids all the same, flagged 00 so later hops skip the trace too.
                 parent = _with_fresh_ids(ctx, trace_id)
         if parent is None:
@@ -373,22 +344,12 @@ class SpanScope:
         self._token = context.attach(parent)
         return trace.get_current_span(parent)
 
-    def _start(self, root_trace_id: int | None) -> trace.Span:
+    def _start(self, parent: trace.SpanContext, root_trace_id: int | None) -> trace.Span:
         attributes = self._attributes
         if callable(attributes):
             attributes = attributes()
-        if root_trace_id is not None:
-            _root_trace_id.value = root_trace_id
-        # start_span and one attach: cheaper than start_as_current_span's nested context managers.
-        active = tracer().start_span(
-            self._name,
-            context=self._parent,
-            kind=self._kind,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-        _root_trace_id.value = 0  # taken, or left by a disabled tracer: never reused
+        assert _sink is not None  # set whenever _recording is
+        active = _sink.start(self._name, parent, self._kind, attributes, root_trace_id)
         self._span = active
         self._token = context.attach(trace.set_span_in_context(active))
         return active

@@ -1,6 +1,6 @@
 """One trace across hops: HTTP -> gateway -> bus -> block service -> event -> subscriber, and invoke -> app.
 
-Spans go to an in-memory exporter through `kernel.tracing.use_provider`; the fixture turns recording
+Spans go to an in-memory exporter through `kernel.tracing.use_processor`; the fixture turns recording
 off again, so every other test runs with tracing off as production does without an exporter.
 """
 
@@ -20,10 +20,10 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
 from adapters.appchannel.http_app import HttpApp
 from adapters.appchannel.run import AppChannel, RunConfig
@@ -33,7 +33,7 @@ from adapters.sdk import App, Event, InvokeRequest
 from adapters.sdk import Client as SdkClient
 from kernel.logs import JsonFormatter
 from kernel.subjects import Subjects
-from kernel.tracing import Sampler, inject, use_provider
+from kernel.tracing import Sampler, inject, use_processor
 from tests.conftest import REPO, GatewayClient, Inbox, PubsubRuntime, free_port, open_gateway, wait_until
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -48,22 +48,20 @@ Recorder = Callable[[Sampler], InMemorySpanExporter]
 def record() -> Iterator[Recorder]:
     """`record(sampler)`: record this test's spans in memory, sampled as natrium decides with
     `sampler`; recording is off again afterwards."""
-    providers: list[TracerProvider] = []
+    processors: list[SimpleSpanProcessor] = []
 
     def start(sampler: Sampler) -> InMemorySpanExporter:
         exporter = InMemorySpanExporter()
-        provider = TracerProvider(sampler=ALWAYS_ON)  # natrium samples; the SDK records what it is given
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        providers.append(provider)
-        use_provider(provider, sampler)
+        processors.append(SimpleSpanProcessor(exporter))
+        use_processor(processors[-1], sampler)
         return exporter
 
     try:
         yield start
     finally:
-        use_provider(None)
-        for provider in providers:
-            provider.shutdown()
+        use_processor(None)
+        for processor in processors:
+            processor.shutdown()
 
 
 @pytest.fixture
