@@ -388,6 +388,36 @@ async def test_fast_path_straight_into_the_stream_is_delivered_the_same(pubsub: 
     assert event.id == "f-1" and event.data == [1]
 
 
+async def test_the_stream_is_made_from_the_components_metadata(nc, subjects) -> None:  # type: ignore[no-untyped-def]
+    """Retention, max age, max bytes, dedupe window and storage read back from the server as set."""
+    from nats.js import api
+
+    from kernel.components import Component, ComponentSet
+    from services.pubsub.service import PubsubService
+    from tests.conftest import unique
+
+    name = unique("cfg-")
+    metadata = {
+        "retention": "interest",
+        "maxAge": "90m",
+        "maxBytes": "1048576",
+        "duplicateWindow": "30s",
+        "storage": "memory",
+        "replicas": "1",
+    }
+    component = Component(name=name, type="pubsub.jetstream", metadata=metadata)
+    service = PubsubService(nc, subjects=subjects, components=ComponentSet(components=[component]))
+    await service.start()
+    try:
+        config = (await nc.jetstream().stream_info(service.stores[name].name)).config
+        assert (config.retention, config.storage) == (api.RetentionPolicy.INTEREST, api.StorageType.MEMORY)
+        assert (config.max_age, config.max_bytes, config.duplicate_window) == (5400.0, 1048576, 30.0)
+        assert config.num_replicas == 1 and config.subjects == [subjects.events_wildcard(name)]
+    finally:
+        await service.stop()
+        await nc.jetstream().delete_stream(service.stores[name].name)
+
+
 async def test_message_over_the_component_size_limit_is_refused(nc, subjects) -> None:  # type: ignore[no-untyped-def]
     from adapters.sdk import Client
     from kernel.components import Component, ComponentSet
