@@ -313,6 +313,17 @@ async def test_run_exits_with_the_apps_exit_code(nats_server: EmbeddedNatsServer
     assert proc.returncode == 3
 
 
+async def test_run_takes_its_options_from_the_environment(nats_server: EmbeddedNatsServer) -> None:
+    port = free_port()
+    expected = f"os.environ['APP_ID'] == 'from-env' and os.environ['DAPR_HTTP_PORT'] == '{port}'"
+    check = f"import os, sys; sys.exit(4 if {expected} else 9)"
+    env = subprocess_env(APP_ID="from-env", NATRIUM_DAPR_HTTP_PORT=str(port), NATS_URL=nats_server.url)
+    args = [*NATRIUM, "run", "--", sys.executable, "-c", check]
+    proc = await asyncio.create_subprocess_exec(*args, cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 4, err.decode()
+
+
 async def test_python_sdk_methods_on_the_bus(nc: Client, subjects: Any) -> None:
     from adapters.gateway.context import GatewayConfig
     from adapters.sdk import App, InvokeRequest

@@ -244,23 +244,42 @@ def gateway(
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--app-id", envvar="APP_ID", required=True, help="The app's id: its calls, keys and consumer groups.")
+@click.option(
+    "--app-id",
+    envvar="APP_ID",
+    show_envvar=True,
+    required=True,
+    help="The app's id: its calls, keys and consumer groups.",
+)
 @click.option(
     "--app-port",
     envvar="APP_PORT",
+    show_envvar=True,
     type=int,
     default=None,
     help="Port the app's HTTP server listens on; without it the app only calls out.",
 )
-@click.option("--dapr-http-port", type=int, default=0, help="The app's local Dapr HTTP API; a free port when omitted.")
+# Not DAPR_HTTP_PORT: a shell that points SDKs at `natrium up` on it would send run onto up's port.
+@click.option(
+    "--dapr-http-port",
+    envvar="NATRIUM_DAPR_HTTP_PORT",
+    show_envvar=True,
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="The app's local Dapr HTTP API (DAPR_HTTP_PORT for the app); a free port when omitted.",
+)
 @click.option(
     "--dapr-grpc-port",
+    envvar="NATRIUM_DAPR_GRPC_PORT",
+    show_envvar=True,
     type=click.IntRange(0, 65535),
     default=0,
     help="The app's local Dapr gRPC API (DAPR_GRPC_PORT); a free port when omitted.",
 )
 @click.option(
     "--app-protocol",
+    envvar="APP_PROTOCOL",
+    show_envvar=True,
     type=click.Choice(["http", "grpc"]),
     default="http",
     show_default=True,
@@ -277,7 +296,9 @@ def gateway(
 )
 @click.option(
     "--app-port-timeout",
-    type=float,
+    envvar="NATRIUM_APP_PORT_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(min=0.0, min_open=True),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the app to open its port.",
