@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from nats.js import api
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kernel.subjects import Subjects, encode_token
 
@@ -64,6 +64,7 @@ __all__ = [
     "new_event",
     "parse_time",
     "split_history",
+    "start_due_at",
     "utc_now",
 ]
 
@@ -115,7 +116,14 @@ class EventType(StrEnum):
 # Fields each event kind carries besides type, eventId (the task id for action events, else -1)
 # and timestamp (RFC 3339).
 EVENT_FIELDS: dict[EventType, tuple[str, ...]] = {
-    EventType.EXECUTION_STARTED: ("name", "input", "instanceId", "executionId", "parentInstance"),
+    EventType.EXECUTION_STARTED: (
+        "name",
+        "input",
+        "instanceId",
+        "executionId",
+        "parentInstance",
+        "scheduledStartTimestamp",
+    ),
     EventType.EXECUTION_COMPLETED: ("orchestrationStatus", "result", "failureDetails"),
     EventType.EXECUTION_TERMINATED: ("input", "recurse"),
     EventType.TASK_SCHEDULED: ("name", "input"),
@@ -188,6 +196,13 @@ class StartRequest(_Model):
     instance_id: str | None = Field(default=None, alias="instanceId")
     input: str | None = None
     """The input as JSON text (Durable Task's `StringValue`); the HTTP start passes the raw body."""
+    start_at: dt.datetime | None = Field(default=None, alias="startAt")
+    """When the first step may run (Durable Task's `scheduledStartTimestamp`); until then PENDING."""
+
+    @field_validator("start_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class StartReply(_Model):
@@ -341,6 +356,10 @@ class WorkflowLayout:
     def timer_schedule(self, instance_id: str, execution_id: str, timer_id: int) -> str:
         return f"{self._base}.timer.s.{encode_token(instance_id)}.{encode_token(execution_id)}.{timer_id}"
 
+    def start_schedule(self, instance_id: str, execution_id: str) -> str:
+        """The schedule of a start for later, among the instance's timers so a purge takes it."""
+        return f"{self._base}.timer.s.{encode_token(instance_id)}.{encode_token(execution_id)}.start"
+
     def timer_schedules_of(self, instance_id: str) -> str:
         return f"{self._base}.timer.s.{encode_token(instance_id)}.>"
 
@@ -476,6 +495,20 @@ def expand_event(event: dict[str, Any]) -> list[dict[str, Any]]:
         return [started, event]
     marker = {"type": EventType.ORCHESTRATOR_COMPLETED.value, "eventId": -1, **completed, "seq": seq}
     return [started, event, marker]
+
+
+def start_due_at(events: list[dict[str, Any]]) -> dt.datetime | None:
+    """When an instance started for later may take its first step; None once it may step now.
+
+    A terminate does not wait for the start: it ends the instance at once, as Dapr's does.
+    """
+    if not events or events[0]["type"] != EventType.EXECUTION_STARTED:
+        return None
+    scheduled = events[0].get("scheduledStartTimestamp")
+    if not scheduled or any(e["type"] == EventType.EXECUTION_TERMINATED for e in events):
+        return None
+    due = parse_time(str(scheduled))
+    return due if due > utc_now() else None
 
 
 def split_history(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

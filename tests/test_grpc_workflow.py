@@ -8,6 +8,7 @@ Dapr's `WorkflowRuntime`, found through DAPR_GRPC_PORT, and the tests drive it w
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import signal
 import sys
@@ -141,6 +142,19 @@ async def test_event_raised_before_the_wait_is_kept(worker: Worker, client: Dapr
     client.raise_workflow_event(instance_id, "answer", data=42)
     done = await _completion(client, instance_id)
     assert done.runtime_status == WorkflowStatus.COMPLETED and done.serialized_output == "42"
+
+
+async def test_start_at_holds_the_instance_pending_until_then(worker: Worker, client: DaprWorkflowClient) -> None:
+    start_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    instance_id = client.schedule_new_workflow("waiter", instance_id=unique("later"), start_at=start_at)
+    client.raise_workflow_event(instance_id, "answer", data=7)  # kept, and no reason to start early
+    await asyncio.sleep(0.8)
+    assert client.get_workflow_state(instance_id).runtime_status == WorkflowStatus.PENDING
+
+    done = await _completion(client, instance_id)
+
+    assert done.runtime_status == WorkflowStatus.COMPLETED and done.serialized_output == "7"
+    assert dt.datetime.now(dt.UTC) >= start_at
 
 
 async def test_terminate_pause_resume_and_purge(worker: Worker, client: DaprWorkflowClient) -> None:

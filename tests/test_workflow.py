@@ -254,6 +254,44 @@ async def _status_is(harness: WorkflowHarness, instance_id: str, status: Workflo
     return state is not None and state.runtime_status is status
 
 
+def first_step_time(ctx: DaprWorkflowContext, _: Any) -> str:
+    return ctx.current_utc_datetime.isoformat()
+
+
+@pytest.mark.parametrize("window", ["5s", "0s"], ids=["in-memory", "schedule"])
+async def test_a_start_at_keeps_the_instance_pending_until_then(nc: Client, subjects: Subjects, window: str) -> None:
+    async with workflow_harness(nc, subjects, inMemoryTimerWindow=window) as harness:
+        worker = harness.worker()
+        worker.register_workflow(first_step_time)
+        await worker.start()
+        client = harness.client
+        start_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+        instance_id = await client.schedule_new_workflow(first_step_time, start_at=start_at)
+        # An event raised meanwhile is kept for the instance but does not start it early.
+        await client.raise_workflow_event(instance_id, "early", data=1)
+        await asyncio.sleep(0.8)
+        assert (await client.get_workflow_state(instance_id)).runtime_status is WorkflowStatus.PENDING  # type: ignore[union-attr]
+
+        state = await client.wait_for_workflow_completion(instance_id, timeout_in_seconds=15)
+
+        assert state.runtime_status is WorkflowStatus.COMPLETED
+        assert dt.datetime.fromisoformat(json.loads(state.serialized_output or "null")) >= start_at
+
+
+async def test_a_start_for_later_can_be_terminated_before_it_runs(harness: WorkflowHarness) -> None:
+    worker = harness.worker()
+    worker.register_workflow(first_step_time)
+    await worker.start()
+    client = harness.client
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    instance_id = await client.schedule_new_workflow(first_step_time, start_at=later)
+
+    await client.terminate_workflow(instance_id, output="not needed")
+
+    state = await client.wait_for_workflow_completion(instance_id, timeout_in_seconds=10)
+    assert state.runtime_status is WorkflowStatus.TERMINATED and state.serialized_output == '"not needed"'
+
+
 async def test_a_paused_instance_holds_its_events_until_resumed(harness: WorkflowHarness) -> None:
     worker = harness.worker()
     worker.register_workflow(approval)

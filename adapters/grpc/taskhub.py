@@ -26,6 +26,7 @@ from adapters.grpc.taskhub_codec import (
     pb_grpc,
     status_of,
     text_of,
+    time_text,
     timestamp,
     unsupported_failure,
     workflow_state,
@@ -81,11 +82,9 @@ class TaskHubService(Rpcs, pb_grpc.TaskHubSidecarServiceServicer):
 
     @rpc
     async def StartInstance(self, request: Any, context: Any) -> Any:
-        if request.HasField("scheduledStartTimestamp") and request.scheduledStartTimestamp.seconds > 0:
-            raise NatriumError(
-                Codes.API_UNIMPLEMENTED, "natrium does not schedule workflow starts (start_at)", status=501
-            )
         body = {"name": request.name, "instanceId": request.instanceId or None, "input": text_of(request, "input")}
+        if request.HasField("scheduledStartTimestamp") and request.scheduledStartTimestamp.seconds > 0:
+            body["startAt"] = time_text(request.scheduledStartTimestamp)
         reply: StartReply = await self._call("start", _drop_none(body), Codes.START_WORKFLOW, StartReply)
         return pb.CreateInstanceResponse(instanceId=reply.instance_id)
 

@@ -37,6 +37,7 @@ __all__ = [
     "status_of",
     "string_value",
     "text_of",
+    "time_text",
     "timestamp",
     "workflow_state",
 ]
@@ -77,7 +78,7 @@ def timestamp(text: str | None) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def _time_text(stamp: timestamp_pb2.Timestamp) -> str:
+def time_text(stamp: timestamp_pb2.Timestamp) -> str:
     if stamp.seconds >= _NEVER.seconds:
         return _NEVER_TEXT
     return format_time(stamp.ToDatetime(tzinfo=dt.UTC))
@@ -136,6 +137,9 @@ def history_event(event: dict[str, Any]) -> Any | None:
                     workflowInstance=_instance(parent.get("instanceId"), parent.get("executionId")),
                 )
                 if parent
+                else None,
+                scheduledStartTimestamp=timestamp(event["scheduledStartTimestamp"])
+                if event.get("scheduledStartTimestamp")
                 else None,
             )
         )
@@ -271,7 +275,7 @@ def action_of(action: Any) -> dict[str, Any]:
             input=text_of(child, "input"),
         )
     elif kind == "createTimer":
-        out.update(type=ActionType.CREATE_TIMER, fireAt=_time_text(action.createTimer.fireAt))
+        out.update(type=ActionType.CREATE_TIMER, fireAt=time_text(action.createTimer.fireAt))
     elif kind == "sendEvent":
         send = action.sendEvent
         out.update(

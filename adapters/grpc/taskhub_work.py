@@ -39,6 +39,7 @@ from schemas.workflow import (
     WorkflowLayout,
     format_time,
     split_history,
+    start_due_at,
     utc_now,
 )
 
@@ -261,6 +262,8 @@ class WorkerStream:
             events = await self.hub.histories.read(instance_id)
             if not events or events[0]["type"] != EventType.EXECUTION_STARTED or _finished(events):
                 return True
+            if start_due_at(events) is not None:
+                return True  # started for later: the relay wakes the workers when it is due
             past, new = split_history(events)
             if not new:
                 return True  # another wake-up's step took these events already

@@ -9,6 +9,7 @@ that follows from an event (work items, timers, child instances, status) is the 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import uuid
@@ -34,6 +35,7 @@ from schemas.workflow import (
     RuntimeStatus,
     WorkflowLayout,
     check_instance_id,
+    format_time,
     new_event,
 )
 from services.workflow.history import MAX_BATCH, Conflict, HistoryStore
@@ -155,7 +157,12 @@ class WorkflowEngine:
     # -- management -------------------------------------------------------------------------------
 
     async def start(
-        self, name: str, instance_id: str | None, input: str | None, parent: dict[str, Any] | None = None
+        self,
+        name: str,
+        instance_id: str | None,
+        input: str | None,
+        parent: dict[str, Any] | None = None,
+        start_at: dt.datetime | None = None,
     ) -> str:
         if not name:
             raise NatriumError(Codes.WORKFLOW_NAME_MISSING, "workflow name is not configured", status=400)
@@ -178,6 +185,7 @@ class WorkflowEngine:
             instanceId=instance_id,
             executionId=uuid.uuid4().hex,
             parentInstance=parent,
+            scheduledStartTimestamp=format_time(start_at) if start_at else None,
         )
         try:
             # A reused id rolls the old history up: the new run starts from an empty slate.

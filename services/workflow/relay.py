@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -135,7 +136,9 @@ class Relay:
             await _ignore_gone(engine.terminate(target, event.get("input"), bool(event.get("recurse", True))))
         if kind == EventType.EXECUTION_STARTED and event.get("name"):
             self._remember(instance_id, str(event["name"]))
-        if kind in NEW_EVENT_TYPES:
+        if kind == EventType.EXECUTION_STARTED and event.get("scheduledStartTimestamp"):
+            await self.schedule_start(instance_id, event)
+        elif kind in NEW_EVENT_TYPES:
             await self.wake(instance_id, int(event["seq"]))
 
     # -- consequences ---------------------------------------------------------------------------
@@ -167,25 +170,45 @@ class Relay:
         await self.engine.history.append(state.parent_instance_id, report, msg_id)
 
     async def schedule_timer(self, instance_id: str, event: dict[str, Any]) -> None:
-        """A durable timer: a message schedule that fires a copy at `fireAt` (rounded up to a second)."""
+        """A durable timer: a message schedule that fires a copy at `fireAt`."""
         execution_id = str(event.get("executionId", ""))
         timer_id = int(event["eventId"])
         fire_at = parse_time(str(event["fireAt"]))
         if fire_at.year >= _NEVER_YEAR:
             return  # Durable Task's "never" (a wait without timeout keeps such a timer): nothing to fire
+        body = {"instanceId": instance_id, "executionId": execution_id, "timerId": timer_id, "fireAt": event["fireAt"]}
+        subject = self.engine.layout.timer_schedule(instance_id, execution_id, timer_id)
+        await self._schedule(subject, fire_at, body, f"t/{instance_id}/{execution_id}/{timer_id}")
+
+    async def schedule_start(self, instance_id: str, event: dict[str, Any]) -> None:
+        """A start for later: the workers are woken at `scheduledStartTimestamp`, durably, and in
+        memory too when it is near; they ignore earlier wake-ups (`start_due_at`)."""
+        seq = int(event["seq"])
+        due = parse_time(str(event["scheduledStartTimestamp"]))
+        delay = (due - utc_now()).total_seconds()
+        if delay <= 0:
+            await self.wake(instance_id, seq)
+            return
+        execution_id = str(event.get("executionId", ""))
+        body = {"instanceId": instance_id, "startSeq": seq}
+        subject = self.engine.layout.start_schedule(instance_id, execution_id)
+        await self._schedule(subject, due, body, f"s/{instance_id}/{execution_id}")
+        # A hair late rather than early: a wake-up before the start is ignored.
+        self._in_memory(delay + 0.01, lambda: self.wake(instance_id, seq))
+
+    async def _schedule(self, subject: str, due: dt.datetime, body: dict[str, Any], msg_id: str) -> None:
+        """A message schedule that sends `body` to the instance's timer subject at `due`."""
+        instance_id = str(body["instanceId"])
         # Schedules take whole seconds: round up, never fire early.
-        at = fire_at.replace(microsecond=0)
-        if at < fire_at:
+        at = due.replace(microsecond=0)
+        if at < due:
             at += dt.timedelta(seconds=1)
         headers = {
             "Nats-Schedule": f"@at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
             "Nats-Schedule-Target": self.engine.layout.timer_fired(instance_id),
-            MSG_ID: f"t/{instance_id}/{execution_id}/{timer_id}",
+            MSG_ID: msg_id,
         }
-        body = {"instanceId": instance_id, "executionId": execution_id, "timerId": timer_id, "fireAt": event["fireAt"]}
-        await publish(
-            self.engine.nc, self.engine.layout.timer_schedule(instance_id, execution_id, timer_id), _json(body), headers
-        )
+        await publish(self.engine.nc, subject, _json(body), headers)
 
     async def fire_timer(self, body: dict[str, Any]) -> None:
         instance_id = str(body["instanceId"])
@@ -248,19 +271,24 @@ class Relay:
 
     def _fire_soon(self, instance_id: str, event: dict[str, Any]) -> None:
         delay = (parse_time(str(event["fireAt"])) - utc_now()).total_seconds()
-        if delay >= self.fast_timer_window:
-            return
         body = {
             "instanceId": instance_id,
             "executionId": event.get("executionId", ""),
             "timerId": event["eventId"],
             "fireAt": event["fireAt"],
         }
+        self._in_memory(delay, lambda: self.fire_timer(body))
+
+    def _in_memory(self, delay: float, action: Callable[[], Awaitable[None]]) -> None:
+        """Do `action` after `delay` in this process when that is sooner than the fast window:
+        schedules fire on whole seconds. The durable schedule does it anyway; both are deduplicated."""
+        if delay >= self.fast_timer_window:
+            return
 
         async def fire() -> None:
             await asyncio.sleep(max(0.0, delay))
             try:
-                await self.fire_timer(body)
+                await action()
             except Exception as exc:  # the durable schedule fires it anyway
                 log.debug("in-memory timer failed: %s", exc)
 
@@ -270,7 +298,11 @@ class Relay:
 
     async def _on_timer(self, msg: Msg) -> None:
         try:
-            await self.fire_timer(json.loads(msg.data))
+            body = json.loads(msg.data)
+            if "startSeq" in body:
+                await self.wake(str(body["instanceId"]), int(body["startSeq"]))
+            else:
+                await self.fire_timer(body)
         except Exception as exc:
             log.warning("timer not delivered, will retry: %s", exc)
             await msg.nak(delay=1.0)

@@ -93,7 +93,9 @@ class WorkflowService(ComponentService[WorkflowEngine]):
 
     @transport_errors_as(Codes.START_WORKFLOW)
     async def start_workflow(self, request: StartRequest, ctx: RequestContext) -> StartReply:
-        instance_id = await self.store(ctx).start(request.name, request.instance_id, request.input)
+        instance_id = await self.store(ctx).start(
+            request.name, request.instance_id, request.input, start_at=request.start_at
+        )
         return StartReply(instance_id=instance_id)
 
     @transport_errors_as(Codes.GET_WORKFLOW)

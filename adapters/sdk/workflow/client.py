@@ -26,6 +26,7 @@ from schemas.workflow import (
     RuntimeStatus,
     StartReply,
     WorkflowLayout,
+    format_time,
     parse_time,
 )
 
@@ -91,9 +92,17 @@ class DaprWorkflowClient:
         return self.subjects.block("workflow", self.component, operation)
 
     async def schedule_new_workflow(
-        self, workflow: Callable[..., Any] | str, *, input: Any = None, instance_id: str | None = None
+        self,
+        workflow: Callable[..., Any] | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        start_at: dt.datetime | None = None,
     ) -> str:
+        """Start an instance; with `start_at` it stays PENDING until then (a naive time is UTC)."""
         body = {"name": name_of(workflow), "instanceId": instance_id, "input": encode(input)}
+        if start_at is not None:
+            body["startAt"] = format_time(start_at if start_at.tzinfo else start_at.replace(tzinfo=dt.UTC))
         reply = await self.bus.request(self._subject("start"), _drop_none(body), StartReply)
         return reply.instance_id
 

@@ -53,6 +53,7 @@ from schemas.workflow import (
     format_time,
     new_event,
     split_history,
+    start_due_at,
     utc_now,
 )
 
@@ -197,6 +198,8 @@ class WorkflowRuntime:
                 # Finished. Its history stays cached: the wake-ups still queued for it then cost
                 # one empty incremental read each, not a full one.
                 return "ack"
+            if start_due_at(events) is not None:
+                return "ack"  # started for later: the relay wakes the workers when it is due
             past, new = split_history(events)
             if not new:
                 return "ack"  # another wake-up's step took these events already
