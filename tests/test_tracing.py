@@ -206,6 +206,45 @@ async def test_a_failed_state_call_marks_its_spans_with_the_error_code(
     assert gateway.status.status_code is trace.StatusCode.UNSET  # a 4xx is the caller's, not the server's, failure
 
 
+async def test_a_grpc_call_continues_the_callers_trace_through_the_bus_to_the_service(
+    http: GatewayClient, runtime: Any, spans: InMemorySpanExporter
+) -> None:
+    import grpc
+    from dapr.proto.common.v1 import common_pb2
+    from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+
+    from adapters.grpc.server import start_grpc_server, stop_grpc_server
+
+    server, port = await start_grpc_server(http.gateway, 0, host="127.0.0.1")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = dapr_pb2_grpc.DaprStub(channel)
+            metadata = (("traceparent", TRACEPARENT),)
+            item = common_pb2.StateItem(key="traced", value=b"1")
+            await stub.SaveState(state_pb2.SaveStateRequest(store_name=runtime.store, states=[item]), metadata=metadata)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetState(state_pb2.GetStateRequest(store_name="nostore", key="k"), metadata=metadata)
+    finally:
+        await stop_grpc_server(server, 0)
+
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    save = named(spans, "/dapr.proto.runtime.v1.Dapr/SaveState")
+    assert save.kind is trace.SpanKind.SERVER and save.parent is not None and save.parent.span_id == CALLER_SPAN
+    assert save.context is not None and save.context.trace_id == TRACE_ID
+    assert save.attributes is not None and save.attributes["rpc.system"] == "grpc"
+    bus = named(spans, runtime.subject("save"))
+    assert_child(bus, save)
+    assert_child(await ended(spans, "state.save"), bus)
+    get = named(spans, "/dapr.proto.runtime.v1.Dapr/GetState")
+    assert (
+        get.attributes is not None
+        and get.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    )
+    assert get.attributes["natrium.error_code"] == "ERR_STATE_STORE_NOT_FOUND"
+    assert get.status.status_code is trace.StatusCode.UNSET  # the caller's fault, as a 4xx over HTTP
+    assert_child(named(spans, runtime.subject("get", "nostore")), get)
+
+
 async def test_http_invoke_reaches_the_app_with_a_traceparent_of_the_same_trace(
     nc: Client, subjects: Subjects, spans: InMemorySpanExporter
 ) -> None:

@@ -22,7 +22,7 @@ from opentelemetry.util.types import AttributeValue
 from adapters.gateway.context import Gateway
 from adapters.grpc.errors import grpc_status, http_status
 from kernel.errors import Codes, NatriumError
-from kernel.tracing import extract, span
+from kernel.tracing import extract, fail, span
 
 __all__ = ["Rpcs", "abort", "check_token", "incoming_metadata", "rpc"]
 
@@ -81,18 +81,45 @@ def rpc(method: F) -> F:
         metadata = incoming_metadata(context)
         await check_token(self.gateway, context, metadata)
         attributes = functools.partial(_attributes, self, name)  # built only for a sampled span
-        with span(f"/{self.service_name}/{name}", extract(metadata), trace.SpanKind.SERVER, attributes):
+        with span(f"/{self.service_name}/{name}", extract(metadata), trace.SpanKind.SERVER, attributes) as active:
             try:
                 return await method(self, request, context)
             except NatriumError as exc:
-                await abort(context, grpc_status(exc))
+                error = exc
             except aio.AbortError:
                 raise
             except Exception as exc:  # one bad call must never take the server down
                 log.exception("gRPC call %s failed", name)
-                await abort(context, grpc_status(NatriumError(Codes.INTERNAL, f"{type(exc).__name__}: {exc}")))
+                error = NatriumError(Codes.INTERNAL, f"{type(exc).__name__}: {exc}")
+            status = grpc_status(error)
+            _note_status(active, status.code, error.code)
+        await abort(context, status)  # outside the span: the status decides its outcome, not the raise
 
     return wrapper  # type: ignore[return-value]
+
+
+# OpenTelemetry's gRPC conventions: a server span fails only for the server's own faults; the
+# caller's (INVALID_ARGUMENT, NOT_FOUND, ...) leave it unset, as a 4xx leaves an HTTP span.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def _note_status(active: trace.Span, code: grpc.StatusCode, error_code: str) -> None:
+    if not active.is_recording():
+        return
+    active.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_FAULTS:
+        fail(active, error_code)
+    else:
+        active.set_attribute("natrium.error_code", error_code)
 
 
 def _attributes(rpcs: Rpcs, name: str) -> dict[str, AttributeValue]:
