@@ -118,6 +118,8 @@ class Subscription:
     """Bulk: the most events in one batch."""
     max_await: float = 1.0
     """Bulk: how long a batch may wait for more events after its first one, in seconds."""
+    gate: asyncio.Event | None = None
+    """When given, events are pulled only while it is set (the app's health, `natrium run`)."""
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -154,6 +156,8 @@ class Subscription:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            if self.gate is not None:
+                await self.gate.wait()
             await self._slots.acquire()  # pull only what we can handle now
             free = 1
             while free < 64 and not self._slots.locked():
@@ -181,6 +185,8 @@ class Subscription:
     async def _run_bulk(self) -> None:
         """One slot per batch in flight: a batch is gathered, then handled while the next gathers."""
         while not self._stopping.is_set():
+            if self.gate is not None:
+                await self.gate.wait()
             await self._slots.acquire()
             msgs = await self._gather()
             if not msgs:

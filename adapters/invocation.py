@@ -262,11 +262,17 @@ class InvocationServer:
         self._sub = await self.nc.subscribe(subject, queue=queue, cb=self._dispatch)
         await self.nc.flush()
 
-    async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop taking calls, let the ones in flight answer."""
+    async def pause(self) -> None:
+        """Leave the queue group (calls go to the other replicas); the ones in flight still answer.
+        `start()` joins again."""
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+            self._sub = None
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking calls, let the ones in flight answer."""
+        await self.pause()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_timeout)
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
@@ -37,8 +38,9 @@ TOKEN = "grpc-test-token"
 class Run(NatriumProcess):
     """`natrium run --app-protocol grpc ... -- python -m tests.apps.grpc_app`; the run picks its Dapr ports."""
 
-    def __init__(self, url: str, root: str) -> None:
+    def __init__(self, url: str, root: str, sick_file: Path) -> None:
         self.app_port = free_port()
+        self.sick_file = sick_file
         self.http_port = self.grpc_port = 0
         args = [
             *NATRIUM,
@@ -47,7 +49,14 @@ class Run(NatriumProcess):
             *("--nats-url", url, "--root", root, "--app-port-timeout", "30"),
             *("--", sys.executable, "-m", "tests.apps.grpc_app"),
         ]
-        super().__init__(args, " is up: ", subprocess_env(NATRIUM_LOG_LEVEL="warning", DAPR_API_TOKEN=TOKEN))
+        health = {
+            "NATRIUM_ENABLE_APP_HEALTH_CHECK": "1",
+            "NATRIUM_APP_HEALTH_PROBE_INTERVAL": "0.2",
+            "NATRIUM_APP_HEALTH_THRESHOLD": "2",
+            "SICK_FILE": str(sick_file),
+        }
+        env = subprocess_env(NATRIUM_LOG_LEVEL="warning", DAPR_API_TOKEN=TOKEN, **health)
+        super().__init__(args, " is up: ", env)
 
     async def start(self, timeout: float = 60.0) -> Self:
         await super().start(timeout)
@@ -59,7 +68,9 @@ class Run(NatriumProcess):
 
 
 @pytest.fixture(scope="module")
-async def run(nats_server: EmbeddedNatsServer, nc: Client) -> AsyncIterator[Run]:
+async def run(
+    nats_server: EmbeddedNatsServer, nc: Client, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Run]:
     subjects = Subjects(unique("root"))
     topics = Component(name="pubsub", type="pubsub.jetstream", metadata=FAST_RETRIES)
     tick = Component(name="tick", type="bindings.cron", metadata={"schedule": "@every 1s"})
@@ -67,7 +78,7 @@ async def run(nats_server: EmbeddedNatsServer, nc: Client) -> AsyncIterator[Run]
     bindings = BindingsService(nc, subjects=subjects, components=ComponentSet(components=[tick]))
     await pubsub.start()
     await bindings.start()
-    runtime = await Run(nats_server.url, subjects.root).start()
+    runtime = await Run(nats_server.url, subjects.root, tmp_path_factory.mktemp("grpc-app") / "sick").start()
     try:
         yield runtime
     finally:
@@ -180,3 +191,25 @@ def test_a_binding_event_response_becomes_the_state_and_output_work_it_asks_for(
     assert work.store == "statestore" and work.targets == ["queue", "mail"] and work.data == b"payload"
     assert work.items == [{"key": "k", "value": b"v", "etag": "3", "metadata": {"ttlInSeconds": "9"}}]
     assert work.parallel and not _work(BindingEventResponse())
+
+
+async def test_a_grpc_app_failing_its_health_check_gets_no_calls_until_it_recovers(run: Run) -> None:
+    def answers() -> bool:
+        with run.client() as client:
+            try:
+                return client.invoke_method(APP_ID, "echo", b"?").data == b"echo:?"
+            except grpc.RpcError:
+                return False
+
+    async def refused() -> bool:
+        return not await asyncio.to_thread(answers)
+
+    async def served() -> bool:
+        return await asyncio.to_thread(answers)
+
+    run.sick_file.touch()
+    try:
+        await wait_until(refused, timeout=10, interval=0.2)  # HealthCheck fails: it left its queue group
+    finally:
+        run.sick_file.unlink()
+    await wait_until(served, timeout=10, interval=0.2)

@@ -217,6 +217,51 @@ async def test_replicas_share_calls_and_a_killed_one_loses_no_retried_call(apps:
     assert results == [200] * 60
 
 
+async def test_an_unhealthy_app_gets_no_events_or_calls_until_it_recovers(apps: Any) -> None:
+    checked = {
+        "NATRIUM_ENABLE_APP_HEALTH_CHECK": "true",
+        "NATRIUM_APP_HEALTH_PROBE_INTERVAL": "0.2",
+        "NATRIUM_APP_HEALTH_THRESHOLD": "2",
+    }
+    orders = await apps("orders", "orders", **checked)
+    app = f"http://127.0.0.1:{orders.app_port}"  # the app itself, past its channel
+    _, metadata, _ = await http("GET", f"{orders.api}/v1.0/metadata")
+    assert metadata["appConnectionProperties"]["port"] == orders.app_port
+    assert metadata["appConnectionProperties"]["health"] == {
+        "healthCheckPath": "/healthz",
+        "healthProbeInterval": "0.2s",
+        "healthProbeTimeout": "500ms",
+        "healthThreshold": 2,
+    }
+    invoke = f"{orders.api}/v1.0/invoke/orders/method/neworder"
+    assert (await http("POST", invoke))[0] == 200
+
+    await http("POST", f"{app}/health/down")
+
+    async def refused() -> bool:
+        status, body, _ = await http("POST", invoke)
+        return status == 500 and body["errorCode"] == "ERR_DIRECT_INVOKE"
+
+    await wait_until(refused, timeout=10)  # it left its queue group: no replica takes the call
+    for n in range(3):
+        assert (await http("POST", f"{orders.api}/v1.0/publish/pubsub/orders-events", json={"n": n}))[0] == 204
+    await asyncio.sleep(1.0)
+    assert (await http("GET", f"{app}/received"))[1] == []  # held in the stream, not pushed at a sick app
+
+    await http("POST", f"{app}/health/up")
+
+    async def delivered() -> bool:
+        return len((await http("GET", f"{app}/received"))[1]) == 3
+
+    await wait_until(delivered, timeout=15)
+    assert sorted(e["data"]["n"] for e in (await http("GET", f"{app}/received"))[1]) == [0, 1, 2]
+    await wait_until(lambda: _answers(invoke), timeout=10)
+
+
+async def _answers(url: str) -> bool:
+    return (await http("POST", url))[0] == 200
+
+
 async def test_circuit_breaker_opens_after_failures(apps: Any, tmp_path: Path) -> None:
     (tmp_path / "resiliency.yaml").write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec:\n"

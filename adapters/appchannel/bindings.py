@@ -47,6 +47,8 @@ class BindingDelivery:
         self.ready = asyncio.Event()
         """Set once every binding the app listens to is being delivered."""
         self._task: asyncio.Task[None] | None = None
+        self.gate: asyncio.Event | None = None
+        """When set before `start()`: events are pulled only while it is set (the app's health)."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect())
@@ -68,7 +70,7 @@ class BindingDelivery:
                 try:
                     if info.declared or await self._listens(info):
                         subscription = InputSubscription(
-                            self.nc, info.name, self.app_id, self._deliverer(info), self.subjects
+                            self.nc, info.name, self.app_id, self._deliverer(info), self.subjects, gate=self.gate
                         )
                         await subscription.start()
                         self.subscriptions.append(subscription)

@@ -172,6 +172,11 @@ class HttpApp:
         async with call as response:
             return response.status, await response.read()
 
+    async def health_probe(self, path: str, timeout: float) -> bool:
+        """Dapr's HTTP app health probe: GET `path`, healthy on a 2xx."""
+        status, _ = await self.send("GET", path, None, {}, timeout)
+        return 200 <= status < 300
+
     async def post_configuration(self, store: str, key: str, body: bytes, timeout: float) -> int:
         """POST a configuration update to `/configuration/{store}/{key}`, as daprd does; returns the
         status. Raises aiohttp.ClientError or TimeoutError when the app cannot be reached in time."""

@@ -27,6 +27,7 @@ from nats.nuid import NUID
 from adapters import access, resiliency
 from adapters.actors.host import ActorHost
 from adapters.appchannel.actors import HttpActorApp
+from adapters.appchannel.app_health import AppHealth, HealthCheck
 from adapters.appchannel.bindings import BindingDelivery
 from adapters.appchannel.configuration import ConfigurationDelivery
 from adapters.appchannel.http_app import HttpApp
@@ -67,6 +68,17 @@ class RunConfig:
     """How natrium calls the app: `http` (its HTTP port) or `grpc` (its AppCallback service)."""
     dapr_grpc_port: int = 0
     """The app's local Dapr gRPC API (DAPR_GRPC_PORT); a free port when 0."""
+    health: HealthCheck | None = None
+    """`--enable-app-health-check`: probe the app and hold its work while it fails."""
+
+    def app_connection(self) -> dict[str, Any]:
+        """daprd's `appConnectionProperties` of `/v1.0/metadata`."""
+        if not self.app_port:
+            return {}
+        listing: dict[str, Any] = {"port": self.app_port, "protocol": self.app_protocol, "channelAddress": "127.0.0.1"}
+        if self.health is not None:
+            listing["health"] = self.health.listing()
+        return listing
 
 
 class AppChannel:
@@ -90,6 +102,9 @@ class AppChannel:
         self._retries: set[asyncio.Task[None]] = set()
         self.actor_host: ActorHost | None = None
         """Hosts the app's actor types when its `GET /dapr/config` lists any."""
+        self.health: AppHealth | None = None
+        self._gate: asyncio.Event | None = None
+        """Set while the app is healthy, when its health is checked: deliveries pull only then."""
 
     async def connect_app(self, exited: asyncio.Event) -> None:
         assert self.config.app_port is not None
@@ -97,9 +112,20 @@ class AppChannel:
         app = self.app = kind(self.config.app_id, self.config.app_port, api_token=self.config.app_api_token)
         await app.open()
         await app.wait_for_port(self.config.app_port_timeout, exited)
+        check = self.config.health
+        if check is not None:
+            self.health = AppHealth(
+                self.config.app_id, lambda timeout: app.health_probe(check.path, timeout), check, self._health_changed
+            )
+            self._gate = self.health.gate
         if isinstance(app, GrpcApp):
             await self._connect_grpc_app(app)
-            return
+        else:
+            await self._connect_http_app(app)
+        if self.health is not None:
+            self.health.start()
+
+    async def _connect_http_app(self, app: HttpApp) -> None:
         self.server = InvocationServer(self.nc, self.subjects, self.config.app_id, self._invoked)
         await self.server.start()
         # Configuration callbacks for the subscriptions the app makes (or made) over HTTP.
@@ -109,6 +135,7 @@ class AppChannel:
         await self.configuration.start()
         # Input bindings the app listens to (asked with OPTIONS, as daprd does), in the background.
         self.bindings = BindingDelivery(self.nc, self.subjects, self.config.app_id, app)
+        self.bindings.gate = self._gate
         await self.bindings.start()
         await self._host_actors()
         await self._subscribe()
@@ -119,6 +146,7 @@ class AppChannel:
         self.server = InvocationServer(self.nc, self.subjects, self.config.app_id, self._invoked)
         await self.server.start()
         self.bindings = GrpcBindingDelivery(self.nc, self.subjects, self.config.app_id, app)
+        self.bindings.gate = self._gate
         await self.bindings.start()
         await self._subscribe()
 
@@ -137,6 +165,7 @@ class AppChannel:
                 self._deliverer(spec),
                 self.subjects,
                 spec.dead_letter_topic,
+                gate=self._gate,
             )
             if spec.bulk is not None and isinstance(self.app, HttpApp):  # gRPC apps get events one by one
                 subscription.bulk = self._bulk_deliverer(spec, self.app)
@@ -162,6 +191,15 @@ class AppChannel:
             self.subscriptions.append(subscription)
             log.info("subscribed to %s/%s", subscription.pubsub, subscription.topic)
             return
+
+    async def _health_changed(self, healthy: bool) -> None:
+        """Deliveries wait on the gate by themselves; invocations need the queue group left or joined."""
+        if self.server is None:
+            return
+        if healthy:
+            await self.server.start()
+        else:
+            await self.server.pause()
 
     async def _invoked(self, request: InvokeRequest) -> InvokeResponse:
         assert self.app is not None
@@ -206,6 +244,8 @@ class AppChannel:
             self.actor_host = host
 
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.stop()  # a delivery waiting on the gate is cancelled by its own stop
         # Actors drain first: their last turns and deactivations still need the app.
         if self.actor_host is not None:
             await self.actor_host.stop()
@@ -264,6 +304,7 @@ async def run_app(config: RunConfig, stop: asyncio.Event) -> int:
         if started:
             gateway.actor_host = channel.actor_host
             gateway.subscriptions = channel.listed_subscriptions
+            gateway.app_connection = config.app_connection()
             click.echo(
                 f"app {config.app_id} is up: Dapr HTTP API on port {config.dapr_http_port}, "
                 f"gRPC API on port {config.dapr_grpc_port}, "

@@ -60,6 +60,8 @@ class InputSubscription:
     subjects: Subjects = field(default_factory=Subjects)
     concurrency: int = 16
     handler_timeout: float = 60.0
+    gate: asyncio.Event | None = None
+    """When given, events are pulled only while it is set (the app's health, `natrium run`)."""
 
     def __post_init__(self) -> None:
         self.plan: SubscribeBindingReply | None = None
@@ -86,6 +88,8 @@ class InputSubscription:
 
     async def _run(self) -> None:
         while True:
+            if self.gate is not None:
+                await self.gate.wait()
             try:
                 msgs = await self._pull.fetch(batch=self.concurrency, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):

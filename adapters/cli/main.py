@@ -6,9 +6,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from adapters.cli.app_health_options import app_health_options, health_check_of
 from adapters.cli.config import config as config_commands
 from adapters.cli.options import (
     components_option,
@@ -303,6 +305,7 @@ def gateway(
     show_default=True,
     help="Seconds to wait for the app to open its port.",
 )
+@app_health_options
 @root_option
 @log_level_option
 @metrics_port_option
@@ -321,6 +324,7 @@ def run(
     log_level: str,
     metrics_port: int,
     command: tuple[str, ...],
+    **health_options: Any,
 ) -> None:
     """Run an app with natrium beside it, as `dapr run` does: natrium run --app-id ID --app-port P -- CMD..."""
     from adapters.appchannel.run import RunConfig, run_app
@@ -340,6 +344,7 @@ def run(
         app_port_timeout=app_port_timeout,
         api_token=os.environ.get("DAPR_API_TOKEN") or None,
         app_api_token=os.environ.get("APP_API_TOKEN") or None,
+        health=health_check_of(health_options),
     )
     _serve_metrics(metrics_port)
     sys.exit(run_until_signal(lambda stop: run_app(config, stop)))

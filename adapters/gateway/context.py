@@ -57,6 +57,8 @@ class Gateway:
     """The actor host of this `natrium run` app, when it hosts actors (listed by `/v1.0/metadata`)."""
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
     """The `natrium run` app's pub/sub subscriptions, as `/v1.0/metadata` lists them."""
+    app_connection: dict[str, Any] = field(default_factory=dict)
+    """The `natrium run` app's port, protocol and health check, as `/v1.0/metadata` lists them."""
 
     def __post_init__(self) -> None:
         self.bus: BusClient = ResilientBusClient(

@@ -62,7 +62,7 @@ async def metadata_document(gateway: Gateway) -> dict[str, Any]:
         "httpEndpoints": [],
         "subscriptions": list(gateway.subscriptions),
         "extended": {**gateway.extended_metadata, "natrium.root": root},
-        "appConnectionProperties": {},
+        "appConnectionProperties": gateway.app_connection,
         **_actor_runtime(gateway),
         "natrium": {"services": sorted(replicas.values(), key=lambda s: s["name"])},
     }

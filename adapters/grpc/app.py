@@ -106,6 +106,17 @@ class GrpcApp:
                 )
             await asyncio.sleep(0.1)
 
+    async def health_probe(self, path: str, timeout: float) -> bool:
+        """Dapr's gRPC app health probe, `HealthCheck` (`path` is for HTTP apps). An app without the
+        health service answered all the same: healthy."""
+        assert self.channel is not None
+        health = callbacks.AppCallbackHealthCheckStub(self.channel)
+        try:
+            await health.HealthCheck(empty_pb2.Empty(), metadata=self._metadata(), timeout=timeout)
+        except aio.AioRpcError as exc:
+            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        return True
+
     async def forward(self, request: InvokeRequest) -> InvokeResponse:
         assert self.stub is not None
         headers = {k.lower(): v for k, v in request.headers.items()}

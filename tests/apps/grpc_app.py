@@ -2,7 +2,8 @@
 
 Methods: `echo` answers `echo:<body>` (text/plain); `received` lists, as JSON, what reached the app:
 events of `pubsub/orders`, events of `pubsub/flaky` (the first delivery of each is answered RETRY),
-and input binding `tick` events. Env: APP_PORT.
+and input binding `tick` events. Its health check fails while the file SICK_FILE exists. Env: APP_PORT,
+SICK_FILE.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def flaky(event: Any) -> TopicEventResponse:
 def tick(request: BindingRequest) -> None:
     with lock:
         received.append({"topic": "tick", "data": request.text()})
+
+
+def health() -> None:
+    sick = os.environ.get("SICK_FILE")
+    if sick and os.path.exists(sick):
+        raise RuntimeError("told to be sick")
+
+
+app.register_health_check(health)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from aiohttp import web
 
 received: list[dict] = []
 calls = {"fail": 0}
+health = {"ok": True}
 
 
 async def neworder(request: web.Request) -> web.Response:
@@ -85,6 +86,16 @@ async def headers(request: web.Request) -> web.Response:
     return response
 
 
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(status=200 if health["ok"] else 503)
+
+
+async def set_health(request: web.Request) -> web.Response:
+    """POST /health/up or /health/down: what the next health probes see."""
+    health["ok"] = request.match_info["state"] == "up"
+    return web.Response(status=204)
+
+
 def main() -> None:
     app = web.Application()
     app.router.add_route("*", "/neworder", neworder)
@@ -96,6 +107,8 @@ def main() -> None:
     app.router.add_get("/dapr/subscribe", subscribe)
     app.router.add_post("/events", events)
     app.router.add_get("/received", received_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/health/{state}", set_health)
     web.run_app(app, host="127.0.0.1", port=int(os.environ["APP_PORT"]), print=None)
 
 
